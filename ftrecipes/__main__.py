@@ -1,0 +1,5 @@
+import sys
+
+from ftrecipes.launch import main
+
+sys.exit(main())

@@ -1,0 +1,107 @@
+"""Cross-field rules: combinations of recipe values that the JSON Schemas cannot express.
+
+They run after the schemas pass, so each rule may assume types and required keys are right.
+Each rule is a plain function `(recipe, origins) -> list[Problem]`; add one to `RULES`.
+"""
+
+from __future__ import annotations
+
+from ftrecipes.config.problems import Problem
+from ftrecipes.config.provenance import origin_of
+
+LORA_FAMILY = ("lora", "qlora")
+PIPELINE = ("prepare", "train", "evaluate", "export")
+
+
+def _problem(path: str, message: str, origins: dict[str, str], hint: str | None = None) -> Problem:
+    return Problem(path, message, origin_of(path, origins), hint)
+
+
+def split_fractions(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    split = recipe["data"]["split"]
+    held_out = split["validation"] + split.get("test", 0.0)
+    if held_out >= 1:
+        return [_problem("data.split", f"validation + test = {held_out:g} leaves no training rows",
+                         origins, "keep data.split.validation + data.split.test below 1 (e.g. 0.1 + 0.1)")]
+    return []
+
+
+def stage_order(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    stages = recipe["stages"]
+    ordered = [s for s in PIPELINE if s in stages]
+    if stages != ordered:
+        return [_problem("stages", f"{stages} is out of pipeline order", origins,
+                         f"write them in the order they run: {ordered}")]
+    return []
+
+
+def held_out_for_evaluation(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    split = recipe["data"]["split"]
+    if recipe["evaluate"].get("split") == "test" and split.get("test", 0.0) == 0 and "evaluate" in recipe["stages"]:
+        return [_problem("evaluate.split", "evaluation asks for the test split, but data.split.test is 0",
+                         origins, "set data.split.test (e.g. 0.1) or evaluate.split=validation")]
+    return []
+
+
+def model_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    model = recipe["model"]
+    if model["source"] == "build" and "build" not in model:
+        return [_problem("model.build", "source=build needs a build block", origins,
+                         "add model.build (see recipes/model/tiny.yaml)")]
+    if model["source"] in ("hub", "local") and not model.get("path"):
+        return [_problem("model.path", f"source={model['source']} needs a path", origins,
+                         "set model.path to a hub id (Qwen/Qwen3-32B) or a local folder")]
+    return []
+
+
+def sequence_fits_model(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    limit = recipe["model"]["architecture"]["max_position_embeddings"]
+    if recipe["data"]["max_seq_len"] > limit:
+        return [_problem("data.max_seq_len", f"{recipe['data']['max_seq_len']} exceeds the model's "
+                         f"max_position_embeddings ({limit})", origins,
+                         f"set data.max_seq_len <= {limit}")]
+    return []
+
+
+def hardware_shape(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    hw = recipe["hardware"]
+    problems = []
+    if hw["accelerator"] == "cuda" and hw["gpus_per_node"] < 1:
+        problems.append(_problem("hardware.gpus_per_node", "accelerator=cuda needs at least one GPU per node",
+                                 origins, "set hardware.gpus_per_node >= 1"))
+    if hw["accelerator"] == "cpu" and hw["gpus_per_node"] != 0:
+        problems.append(_problem("hardware.gpus_per_node", "accelerator=cpu cannot use GPUs", origins,
+                                 "set hardware.gpus_per_node=0, or hardware.accelerator=cuda"))
+    if hw["accelerator"] == "cpu" and hw["mixed_precision"] == "fp16":
+        problems.append(_problem("hardware.mixed_precision", "fp16 mixed precision needs a GPU", origins,
+                                 "use bf16 or no on CPU"))
+    if hw["accelerator"] == "cuda" and not hw.get("gpu_memory_gb"):
+        problems.append(_problem("hardware.gpu_memory_gb", "a GPU preset must state its memory", origins,
+                                 "set hardware.gpu_memory_gb (e.g. 80)"))
+    return problems
+
+
+def quantized_base_needs_gpu(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    if recipe["method"]["name"] == "qlora" and recipe["hardware"]["accelerator"] != "cuda":
+        return [_problem("method.name", "QLoRA's 4-bit base needs a CUDA GPU", origins,
+                         "pick a GPU preset (hardware=1x_rtx4090) or method=lora on CPU")]
+    return []
+
+
+def remote_code_from_command_line(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    origin = origins.get("trust_remote_code", "")
+    if recipe.get("trust_remote_code") and not origin.startswith("command line"):
+        return [Problem("trust_remote_code", "a recipe file may not turn on remote code", origin,
+                        "pass trust_remote_code=true on the command line if you trust the model's code")]
+    return []
+
+
+RULES = (split_fractions, stage_order, held_out_for_evaluation, model_source, sequence_fits_model,
+         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line)
+
+
+def check(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    problems: list[Problem] = []
+    for rule in RULES:
+        problems.extend(rule(recipe, origins))
+    return problems

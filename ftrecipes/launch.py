@@ -1,0 +1,138 @@
+"""The command line: compose a recipe, validate it, plan it, then launch it.
+
+    python -m ftrecipes.launch recipe=qwen32b_qlora method.r=32 hardware=8x_h100
+    python -m ftrecipes.launch recipe=quickstart dry_run=true
+    python -m ftrecipes.launch -m method.r=8,16,32          # a sweep: one run per value
+    python -m ftrecipes.launch --cfg job recipe=quickstart  # print the validated recipe
+    python -m ftrecipes.launch --config-dir ./team_recipes recipe=our_sft
+
+Every job of a sweep is composed and validated before the first one starts. A bad recipe exits 2
+with every problem listed; nothing heavy (torch, transformers) is imported until a stage runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ftrecipes.errors import ExitCode, FtrecipesError
+
+USAGE = "python -m ftrecipes.launch [--help] [--cfg job] [-m] [--config-dir DIR] [key=value ...]"
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m ftrecipes.launch", usage=USAGE, add_help=False)
+    parser.add_argument("-h", "--help", action="store_true")
+    parser.add_argument("-m", "--multirun", action="store_true")
+    parser.add_argument("-c", "--cfg", choices=["job", "all"])
+    parser.add_argument("-cd", "--config-dir", action="append", default=[])
+    parser.add_argument("overrides", nargs="*")
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        from ftrecipes.config.problems import Problem, RecipeProblems
+
+        raise RecipeProblems([Problem("", f"unknown option {u}", "command line", f"usage: {USAGE}")
+                              for u in unknown])
+    return args
+
+
+def expand_sweeps(overrides: list[str], multirun: bool) -> list[list[str]]:
+    if not multirun:
+        return [overrides]
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def run_dir_for(resolved, index: int | None, stamp: _dt.datetime) -> Path:
+    from ftrecipes.rundir import default_run_dir
+
+    base = Path(resolved.recipe.run_dir) if resolved.recipe.run_dir else default_run_dir(resolved.name, stamp)
+    return base / str(index) if index is not None else base
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return launch(argv)
+    except FtrecipesError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("ftrecipes: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+
+
+def launch(argv: list[str]) -> int:
+    args = parse_args(argv)
+    if args.help:
+        from ftrecipes.cli_help import render_help
+
+        print(render_help(args.config_dir, USAGE))
+        return ExitCode.OK
+    from ftrecipes.config.problems import RecipeProblems
+    from ftrecipes.config.resolve import resolve
+
+    jobs = expand_sweeps(args.overrides, args.multirun)
+    resolved_jobs, problems = [], []
+    for job in jobs:
+        try:
+            resolved_jobs.append((job, resolve(job, args.config_dir)))
+        except RecipeProblems as error:
+            problems.extend(error.problems)
+    if problems:
+        raise RecipeProblems(problems)
+    stamp = _dt.datetime.now()
+    for index, (job, resolved) in enumerate(resolved_jobs):
+        if args.multirun:
+            print(f"\n#### job {index}: {' '.join(job)}", flush=True)
+        code = run_job(resolved, job, run_dir_for(resolved, index if args.multirun else None, stamp), args)
+        if code != ExitCode.OK:
+            return code
+    return ExitCode.OK
+
+
+def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
+    import yaml
+
+    from ftrecipes import rundir
+    from ftrecipes.distributed.command import build
+    from ftrecipes.plan.summary import build_plan, render
+
+    recipe = resolved.recipe
+    resolved_path = run_dir / rundir.RESOLVED
+    command = build(recipe, resolved_path)
+    plan = build_plan(recipe)
+    if args.cfg:
+        print(yaml.safe_dump(resolved.to_write, sort_keys=False), end="")
+        return ExitCode.OK
+    if recipe.dry_run:
+        print(f"# resolved recipe '{resolved.name}' (from {', '.join(map(str, resolved.composed.sources))})")
+        print(yaml.safe_dump(resolved.to_write, sort_keys=False))
+        print(render(plan, recipe, str(command)))
+        print(f"\ndry run: nothing started. The run dir would be {run_dir}")
+        return ExitCode.OK
+    rundir.create(resolved, run_dir, overrides, {**plan, "command": str(command)})
+    print(render(plan, recipe, str(command)))
+    print(f"run dir: {run_dir}", flush=True)
+    if command.in_process:
+        from ftrecipes.worker import run_stages
+
+        run_stages(resolved_path)
+    else:
+        code = subprocess.run(command.argv, env=os.environ.copy(), check=False).returncode
+        if code != 0:
+            print(f"ftrecipes: the workers exited with code {code}; see the output above", file=sys.stderr)
+            return code
+    print(f"\nrun dir: {run_dir}")
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Find the base model of a recipe and load it with its tokenizer.
+
+Every model, the tiny built one included, goes through `from_pretrained(path)`.
+
+Recipe keys:
+
+- `model.source`: `build` (the tiny model, built and cached by `ftrecipes.model.tiny`), `hub`
+  (`model.path` is a Hugging Face id, read from the local cache or downloaded), or `local`
+  (`model.path` is a folder written by `save_pretrained`).
+- `model.dtype`: `float32`, `bfloat16` or `float16`.
+- `model.attn_implementation`: passed to `from_pretrained` (`sdpa`, `eager`, `flash_attention_2`).
+- `trust_remote_code`: passed to `from_pretrained` for the model and the tokenizer.
+
+Raises `EnvironmentProblem` when a local folder is missing, or a hub model is neither cached nor
+downloadable; the message says what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftrecipes.errors import EnvironmentProblem, RecipeError
+
+# Used only for a base model whose tokenizer has no chat template (a console note says so).
+FALLBACK_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '### ' + message['role'] + ':\n' + message['content'] + '\n\n' }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '### assistant:\n' }}{% endif %}"
+)
+
+
+def resolve_model_path(recipe) -> str:
+    """The folder or hub id that `from_pretrained` should read for `recipe.model`."""
+    model = recipe.model
+    if model.source == "build":
+        from ftrecipes.model.tiny import build_tiny_model
+
+        return str(build_tiny_model(model, trust_remote_code=recipe.trust_remote_code))
+    if model.source == "local":
+        return str(_local_folder(model.path))
+    if model.source == "hub":
+        return _hub_model(model.path)
+    raise RecipeError(
+        f"model.source '{model.source}' is unknown", hint="use build, hub or local"
+    )
+
+
+def _local_folder(path: str | None) -> Path:
+    if not path:
+        raise RecipeError("model.source=local needs model.path", hint="model.path=/path/to/model")
+    folder = Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise EnvironmentProblem(
+            f"the local model folder '{folder}' does not exist or has no config.json",
+            hint="point model.path at a folder written by save_pretrained (config.json, "
+            "*.safetensors, tokenizer files)",
+        )
+    return folder
+
+
+def _hub_model(repo_id: str | None) -> str:
+    if not repo_id:
+        raise RecipeError("model.source=hub needs model.path", hint="model.path=org/name")
+    from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(repo_id, "config.json")
+    if isinstance(cached, str):
+        return repo_id
+    try:
+        hf_hub_download(repo_id, "config.json")
+    except Exception as exc:  # offline, unknown repo, gated repo: all end the same way for users
+        raise EnvironmentProblem(
+            f"model '{repo_id}' is not in the local Hugging Face cache and could not be fetched "
+            f"from the hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+            hint=f"connect to the network (and set HF_TOKEN for gated models), or download it "
+            f"once with `hf download {repo_id}`, or use model.source=local "
+            f"model.path=/path/to/{repo_id.split('/')[-1]}",
+        ) from None
+    return repo_id
+
+
+def torch_dtype(name: str):
+    import torch
+
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if name not in dtypes:
+        raise RecipeError(f"model.dtype '{name}' is unknown", hint="use float32, bfloat16 or float16")
+    return dtypes[name]
+
+
+def load_tokenizer(recipe, path: str):
+    """The tokenizer at `path`, with a pad token and a chat template."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=recipe.trust_remote_code)
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot load the tokenizer of '{path}': {exc}",
+            hint="check that the model folder or cache has its tokenizer files",
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+        print(f"ftrecipes: the tokenizer of '{path}' has no pad token; using eos as pad")
+    if not tokenizer.chat_template:
+        tokenizer.chat_template = FALLBACK_CHAT_TEMPLATE
+        print(f"ftrecipes: the tokenizer of '{path}' has no chat template; using '### role:' turns")
+    return tokenizer
+
+
+def load_model_and_tokenizer(recipe, path: str | None = None):
+    """`(model, tokenizer)` for `recipe.model`, read from `path` (default: the resolved base)."""
+    from transformers import AutoModelForCausalLM
+
+    path = str(path or resolve_model_path(recipe))
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=torch_dtype(recipe.model.dtype),
+            attn_implementation=recipe.model.attn_implementation,
+            trust_remote_code=recipe.trust_remote_code,
+            use_safetensors=True,
+        )
+    except OSError as exc:
+        raise EnvironmentProblem(
+            f"cannot load the model at '{path}': {exc}",
+            hint="the folder or cache needs config.json and *.safetensors weights",
+        ) from None
+    tokenizer = load_tokenizer(recipe, path)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer

@@ -1,0 +1,65 @@
+"""The worker entry point: runs a resolved recipe's stages. One per process (rank).
+
+    python -m ftrecipes.worker RUN_DIR/recipe.resolved.yaml
+
+Stages run in pipeline order, as listed in `stages` (prepare, train, evaluate, export); each is a
+plain function `run_<stage>(recipe, run_dir)` that reads and writes files in the run dir, so a stage
+can run alone on an earlier run (`stages=[evaluate] run_dir=runs/...`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+from ftrecipes.errors import ExitCode, FtrecipesError
+
+STAGES = {
+    "prepare": "ftrecipes.data.prepare:run_prepare",
+    "train": "ftrecipes.train.sft:run_train",
+    "evaluate": "ftrecipes.evaluate.heldout:run_evaluate",
+    "export": "ftrecipes.export.merge:run_export",
+}
+
+
+def run_stages(resolved_path: Path) -> dict:
+    from ftrecipes.config.resolve import load_resolved
+
+    recipe = load_resolved(resolved_path)
+    run_dir = resolved_path.parent
+    results = {}
+    for stage in recipe.stages:
+        module, function = STAGES[stage].split(":")
+        print(f"\n== {stage} ==", flush=True)
+        started = time.perf_counter()
+        results[stage] = getattr(importlib.import_module(module), function)(recipe, run_dir)
+        print(f"== {stage} done in {time.perf_counter() - started:.1f} s ==", flush=True)
+    (run_dir / "stages.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or args[0] in ("-h", "--help"):
+        print(__doc__)
+        return ExitCode.OK if args and args[0] in ("-h", "--help") else ExitCode.RECIPE
+    path = Path(args[0])
+    if not path.is_file():
+        print(f"ftrecipes: {path} does not exist\n  fix: give the recipe.resolved.yaml of a run dir", file=sys.stderr)
+        return ExitCode.RECIPE
+    try:
+        run_stages(path)
+    except FtrecipesError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("ftrecipes: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())
