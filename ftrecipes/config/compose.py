@@ -201,6 +201,11 @@ def _restate(exc: Exception, loader, overrides: list[str], dirs: list[Path]) -> 
         hint = f"did you mean {guess}? " if guess else ""
         return Problem(name, f"'{name}' is not a recipe group", "command line",
                        hint + f"groups are {format_choices(GROUPS)}; use +{name}=... only to add a key")
+    already = re.search(r"An item is already at '([^']+)'", text)
+    if already:
+        key = already.group(1)
+        return Problem(key, "'+' adds a new key, but this key is already set", "command line",
+                       f"write {key}=VALUE to change it (or ++{key}=VALUE to add or change)")
     if "Ambiguous value" in text:
         arg = re.search(r"argument '([^']+)'", text)
         return Problem(arg.group(1) if arg else "", "a comma-separated value is a sweep", "command line",

@@ -98,6 +98,8 @@ def build_tiny_model(model_cfg, trust_remote_code: bool = False) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         _build_into(model_cfg, tmp)
+        for path in [tmp, *tmp.iterdir()]:  # mkdtemp makes the folder private
+            path.chmod(0o755 if path.is_dir() else 0o644)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same build first
@@ -209,8 +211,10 @@ def _init_model(arch, tokenizer, seed: int):
         "qwen2": transformers.Qwen2Config,
         "qwen3": transformers.Qwen3Config,
     }[arch.family]
+    if len(tokenizer) > arch.vocab_size:
+        raise RecipeError(f"the tokenizer has {len(tokenizer)} tokens, more than model.architecture.vocab_size")
     kwargs = dict(
-        vocab_size=len(tokenizer),
+        vocab_size=arch.vocab_size,
         hidden_size=arch.hidden_size,
         intermediate_size=arch.intermediate_size,
         num_hidden_layers=arch.num_hidden_layers,

@@ -1,0 +1,196 @@
+"""The evaluate stage: score the base and the tuned model on held-out rows.
+
+`run_evaluate(recipe, run_dir)` writes `run_dir/eval/summary.json`::
+
+    {"base": {"exact_match": 0.0, "perplexity": 41.2, "n_samples": 100},
+     "tuned": {"exact_match": 0.93, "perplexity": 1.08, "n_samples": 100}, "split": "test"}
+
+and `run_dir/eval/samples.jsonl` (prompt, reference, each model's prediction and match), and
+prints a small table.
+
+- exact match: greedy generation from the chat-formatted prompt (generation prompt added, left
+  padding), compared with the reference after stripping whitespace.
+- perplexity: exp of the mean token negative log-likelihood of the reference completion (as the
+  chat template renders it, end-of-turn token included) given the prompt.
+
+Recipe keys: `evaluate.split` (`test`, falling back to `validation` when empty),
+`evaluate.max_samples`, `evaluate.max_new_tokens`, `evaluate.batch_size`, `evaluate.metrics`
+(`exact_match`, `perplexity`), `evaluate.compare_base` (also score the untuned base). The tuned
+model is the base plus `run_dir/adapter/` (LoRA-family `method.name`) or `run_dir/model/` (full).
+
+Raises `DataError` when no held-out rows exist and `EnvironmentProblem` when the train stage's
+output is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from ftrecipes.data.prepare import read_split
+from ftrecipes.errors import DataError, EnvironmentProblem
+from ftrecipes.model.load import load_model_and_tokenizer
+from ftrecipes.model.methods import ADAPTER_METHODS
+
+
+def heldout_rows(recipe, run_dir: Path) -> tuple[str, list[dict]]:
+    split = recipe.evaluate.split
+    rows = read_split(run_dir, split)
+    if not rows and split == "test":
+        split, rows = "validation", read_split(run_dir, "validation")
+    if not rows:
+        raise DataError(
+            f"no held-out rows in {run_dir / 'data'} (split '{recipe.evaluate.split}')",
+            hint="run the prepare stage with data.split.test or data.split.validation above 0",
+        )
+    return split, rows[: recipe.evaluate.max_samples]
+
+
+def _batches(items: list, size: int):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, desc: str):
+    """Greedy completions of chat prompts, batched with left padding."""
+    import torch
+    from tqdm.auto import tqdm
+
+    tokenizer.padding_side = "left"
+    outputs = []
+    for batch in tqdm(list(_batches(prompts, batch_size)), desc=desc, unit="batch"):
+        texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        with torch.no_grad():
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        outputs += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return outputs
+
+
+def _completion_ids(tokenizer, prompt: list[dict], completion: list[dict]) -> tuple[list[int], list[int]]:
+    """Prompt and completion token ids, split where the two renderings diverge (as TRL does)."""
+    prompt_ids = tokenizer.apply_chat_template(prompt, tokenize=True, add_generation_prompt=True, return_dict=True)["input_ids"]
+    full_ids = tokenizer.apply_chat_template(prompt + completion, tokenize=True, return_dict=True)["input_ids"]
+    cut = 0
+    while cut < min(len(prompt_ids), len(full_ids)) and prompt_ids[cut] == full_ids[cut]:
+        cut += 1
+    return full_ids[:cut], full_ids[cut:]
+
+
+def perplexity(model, tokenizer, rows: list[dict], batch_size: int, desc: str) -> float:
+    """exp(mean NLL per reference-completion token), over all rows."""
+    import torch
+    from tqdm.auto import tqdm
+
+    pairs = [_completion_ids(tokenizer, r["messages"][:-1], r["messages"][-1:]) for r in rows]
+    total_nll, total_tokens = 0.0, 0
+    pad = tokenizer.pad_token_id
+    for batch in tqdm(list(_batches(pairs, batch_size)), desc=desc, unit="batch"):
+        width = max(len(p) + len(c) for p, c in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (p, c) in enumerate(batch):
+            seq = p + c
+            ids[i, : len(seq)] = torch.tensor(seq)
+            labels[i, len(p) : len(seq)] = torch.tensor(c)
+            mask[i, : len(seq)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+        shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
+        nll = torch.nn.functional.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), reduction="sum"
+        )
+        total_nll += nll.item()
+        total_tokens += int((shift_labels != -100).sum())
+    return math.exp(total_nll / max(1, total_tokens))
+
+
+def score(model, tokenizer, recipe, rows: list[dict], name: str) -> tuple[dict, list[str]]:
+    """`({"exact_match", "perplexity", "n_samples"}, predictions)` for one model."""
+    ev = recipe.evaluate
+    model.eval()
+    result: dict = {"exact_match": None, "perplexity": None, "n_samples": len(rows)}
+    predictions: list[str] = []
+    if "exact_match" in ev.metrics:
+        prompts = [r["messages"][:-1] for r in rows]
+        predictions = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"generating ({name})")
+        refs = [r["messages"][-1]["content"].strip() for r in rows]
+        result["exact_match"] = sum(p.strip() == ref for p, ref in zip(predictions, refs)) / len(rows)
+    if "perplexity" in ev.metrics:
+        result["perplexity"] = perplexity(model, tokenizer, rows, ev.batch_size, f"perplexity ({name})")
+    return result, predictions
+
+
+def load_tuned(recipe, run_dir: Path, base=None):
+    """The tuned model: base + `adapter/` for LoRA-family methods, else `model/`."""
+    if recipe.method.name in ADAPTER_METHODS:
+        from peft import PeftModel
+
+        adapter = run_dir / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise EnvironmentProblem(f"no trained adapter in {adapter}", hint="run the train stage first")
+        if base is None:
+            base, tokenizer = load_model_and_tokenizer(recipe)
+        else:
+            base, tokenizer = base
+        return PeftModel.from_pretrained(base, adapter), tokenizer
+    folder = run_dir / "model"
+    if not (folder / "config.json").is_file():
+        raise EnvironmentProblem(f"no trained model in {folder}", hint="run the train stage first")
+    return load_model_and_tokenizer(recipe, folder)
+
+
+def run_evaluate(recipe, run_dir: Path) -> dict:
+    """Scores base and tuned models on the held-out split; returns the summary it writes."""
+    run_dir = Path(run_dir)
+    split, rows = heldout_rows(recipe, run_dir)
+    out = run_dir / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict = {}
+    predictions: dict[str, list[str]] = {}
+    base = None
+    if recipe.evaluate.compare_base:
+        base = load_model_and_tokenizer(recipe)
+        summary["base"], predictions["base"] = score(*base, recipe, rows, "base")
+    tuned, tokenizer = load_tuned(recipe, run_dir, base)
+    summary["tuned"], predictions["tuned"] = score(tuned, tokenizer, recipe, rows, "tuned")
+    summary["split"] = split
+
+    with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            reference = row["messages"][-1]["content"]
+            sample = {"prompt": row["messages"][:-1], "reference": reference}
+            for name, preds in predictions.items():
+                if preds:
+                    sample[name] = preds[i]
+                    sample[f"{name}_match"] = preds[i].strip() == reference.strip()
+            f.write(json.dumps(sample, ensure_ascii=False) + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(format_table(summary))
+    return summary
+
+
+def format_table(summary: dict) -> str:
+    def cell(value, fmt):
+        return "-" if value is None else format(value, fmt)
+
+    lines = [f"{'model':<8}{'exact_match':>13}{'perplexity':>13}{'samples':>9}"]
+    for name in ("base", "tuned"):
+        if name in summary:
+            s = summary[name]
+            lines.append(
+                f"{name:<8}{cell(s['exact_match'], '.3f'):>13}{cell(s['perplexity'], '.3f'):>13}{s['n_samples']:>9}"
+            )
+    return "\n".join(lines)

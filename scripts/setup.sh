@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs ftrecipes with its test tools, CPU torch only.
+# Sourced by scripts/quickstart.sh and scripts/test.sh; safe to run again (fast when installed).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PYTHON=${PYTHON:-python3}
+# The CPU wheel of torch: never let a resolver pull the CUDA build.
+export PIP_CONSTRAINT="$PWD/constraints.txt"
+if [ -z "${PIP_FIND_LINKS:-}" ] && [ -d /opt/wheels ]; then export PIP_FIND_LINKS=/opt/wheels; fi
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import ftrecipes, torch, trl, peft, pytest" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet torch==2.13.0
+  .venv/bin/python -m pip install --quiet -e ".[dev]"
+fi

@@ -1,0 +1,57 @@
+"""Shared test helpers: run the CLI in-process or as a real subprocess, and locate shared data."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+def run_cli(*args: str) -> CliResult:
+    """Runs `python -m ftrecipes.launch ARGS` in this process (fast) and captures its output."""
+    from ftrecipes.launch import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return CliResult(int(code), out.getvalue(), err.getvalue())
+
+
+def run_module(module: str, *args: str, cwd: Path | None = None, env: dict | None = None,
+               timeout: float = 600) -> CliResult:
+    """Runs `python -m MODULE ARGS` as a real process, the way users do."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def team_dir(tmp_path: Path) -> Path:
+    """An empty team recipe folder with the standard group layout."""
+    for group in ("model", "method", "objective", "data", "hardware", "recipe"):
+        (tmp_path / "team" / group).mkdir(parents=True)
+    return tmp_path / "team"
+
+
+@pytest.fixture
+def shared_datasets() -> Path:
+    if not SHARED_DATASETS.is_dir():
+        pytest.skip(f"{SHARED_DATASETS} is absent (a user's clone): the real-dataset tests need it")
+    return SHARED_DATASETS

@@ -1,0 +1,52 @@
+"""The shipped schemas and recipe files keep their promises."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ftrecipes.config.resolve import resolve
+from ftrecipes.paths import resource_dir
+
+RECIPES = sorted(resource_dir("recipes").rglob("*.yaml"))
+SCHEMAS = sorted(resource_dir("schemas").rglob("*.schema.json"))
+
+
+def _objects(node, where):
+    if isinstance(node, dict):
+        if node.get("type") == "object" or "properties" in node and "if" not in node:
+            yield where, node
+        for key, value in node.items():
+            yield from _objects(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _objects(value, f"{where}/{index}")
+
+
+@pytest.mark.parametrize("path", SCHEMAS, ids=lambda p: p.name)
+def test_every_object_rejects_unknown_keys(path):
+    schema = json.loads(path.read_text())
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    for where, node in _objects(schema, path.name):
+        if path.name == "method.schema.json" and (where == path.name or where.endswith("/if")):
+            continue  # the method fragments (method/*.schema.json) close it per method name
+        assert node.get("additionalProperties") is False, where
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_recipe_files_open_with_the_command_and_a_schema_header(path):
+    head = path.read_text().splitlines()[:8]
+    assert any(line.startswith("# Runs with: python -m ftrecipes.launch") for line in head), path
+    assert any(line.startswith("# yaml-language-server: $schema=") for line in head), path
+    schema_ref = next(line for line in head if "yaml-language-server" in line).split("=", 1)[1]
+    assert (path.parent / schema_ref).resolve().is_file(), schema_ref
+
+
+@pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name != "recipe" and p.name != "config.yaml"],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_option_composes_and_validates(path):
+    group, option = path.parent.name, path.stem
+    extra = ["hardware=1x_a100_80g"] if option == "qlora" else []
+    resolved = resolve([f"{group}={option}", *extra])
+    assert resolved.choices[group] == option
