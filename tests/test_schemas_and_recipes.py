@@ -50,3 +50,12 @@ def test_every_option_composes_and_validates(path):
     extra = ["hardware=1x_a100_80g"] if option == "qlora" else []
     resolved = resolve([f"{group}={option}", *extra])
     assert resolved.choices[group] == option
+
+
+def test_recipe_reference_doc_is_generated_from_the_schemas():
+    from ftrecipes.config.reference import render
+
+    doc = resource_dir("schemas").parent / "docs" / "recipe-reference.md"
+    if not doc.is_file():
+        pytest.skip("docs/ is not shipped in the wheel")
+    assert doc.read_text().strip() == render().strip(), "run: python -m ftrecipes.config.reference > docs/recipe-reference.md"

@@ -160,12 +160,17 @@ def sft_rows(n: int, seed: int) -> list[dict[str, str]]:
     return rows
 
 
+# Record layouts for pretraining. The JSON one uses other key names than the SFT answer, so the
+# base model knows JSON syntax (as real base models do) but not the task's schema.
+_JSON_KEYS = {"id": "number", "vendor": "supplier", "date": "issued", "total": "amount", "currency": "ccy"}
+
+
 def _record(rng: random.Random, facts: dict[str, str]) -> str:
-    """The facts in one of several non-JSON layouts, with a varying field order."""
+    """The facts in one of several non-task layouts, with a varying field order."""
     keys = ["id", "vendor", "date", "total", "currency"]
     if rng.random() < 0.5:
         rng.shuffle(keys)
-    style = rng.randrange(5)
+    style = rng.randrange(6)
     if style == 0:
         return "; ".join(f"{k}={facts[k]}" for k in keys)
     if style == 1:
@@ -173,7 +178,9 @@ def _record(rng: random.Random, facts: dict[str, str]) -> str:
     if style == 2:
         return " | ".join(facts[k] for k in keys) + "\n(" + ", ".join(keys) + ")"
     if style == 3:
-        return ",".join(keys) + "\n" + ",".join(facts[k] for k in keys)
+        return ",".join(keys) + "\n" + ",".join(f'"{facts[k]}"' for k in keys)
+    if style == 4:
+        return json.dumps({_JSON_KEYS[k]: facts[k] for k in keys}, ensure_ascii=False)
     return " ".join(f"<{k}> {facts[k]}" for k in keys)
 
 
