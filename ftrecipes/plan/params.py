@@ -50,19 +50,31 @@ def count(arch, method) -> ParamCounts:
     return ParamCounts(total, embedding, trainable(arch, method, total), layers * linear)
 
 
+def _lora_targets(method) -> list[str]:
+    targets = method["target_modules"]
+    return list(LINEAR_NAMES) if targets == "all-linear" else [t for t in targets if t in LINEAR_NAMES]
+
+
+def trainable_matrices(arch, method) -> list[tuple[int, int]]:
+    """(rows, cols) of every trainable tensor; vectors are (n, 1). Adafactor's state needs shapes."""
+    layers, h, vocab = arch["num_hidden_layers"], arch["hidden_size"], arch["vocab_size"]
+    shapes = linear_shapes(arch)
+    if method["name"] == "full":
+        per_layer = [(o, i) for i, o in shapes.values()] + [(h, 1), (h, 1)]
+        heads = [(vocab, h)] * (1 if arch["tie_word_embeddings"] else 2)
+        return per_layer * layers + heads + [(h, 1)]
+    if method["name"] in LORA_FAMILY:
+        r = method["r"]
+        per_layer = [m for n in _lora_targets(method) for m in ((r, shapes[n][0]), (shapes[n][1], r))]
+        saved = [(vocab, h) for m in method.get("modules_to_save", []) if m in ("embed_tokens", "lm_head")]
+        return per_layer * layers + saved
+    raise KeyError(f"no parameter rule for method '{method['name']}'")
+
+
 def trainable(arch, method, total: int) -> int:
-    name = method["name"]
-    if name == "full":
+    if method["name"] == "full":
         return total
-    if name in LORA_FAMILY:
-        targets = method["target_modules"]
-        names = LINEAR_NAMES if targets == "all-linear" else [t for t in targets if t in LINEAR_NAMES]
-        shapes = linear_shapes(arch)
-        per_layer = sum(method["r"] * (shapes[n][0] + shapes[n][1]) for n in names)
-        saved = sum(arch["vocab_size"] * arch["hidden_size"] for m in method.get("modules_to_save", [])
-                    if m in ("embed_tokens", "lm_head"))
-        return arch["num_hidden_layers"] * per_layer + saved
-    raise KeyError(f"no parameter rule for method '{name}'")
+    return sum(rows * cols for rows, cols in trainable_matrices(arch, method))
 
 
 def human(n: float) -> str:
@@ -70,3 +82,29 @@ def human(n: float) -> str:
         if abs(n) >= size:
             return f"{n / size:.2f}{unit}"
     return str(int(n))
+
+
+def count_from_config(folder, method) -> ParamCounts:
+    """Counts a local model's parameters from its config.json on the meta device: no weights read.
+
+    Imports torch and transformers, so only `model.source=local` plans take this path.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    total = sum(p.numel() for p in model.parameters())
+    inputs, outputs = model.get_input_embeddings().weight, model.get_output_embeddings()
+    untied_head = outputs is not None and outputs.weight is not inputs
+    embedding = inputs.numel() + (outputs.weight.numel() if untied_head else 0)
+    linear = sum(m.weight.numel() for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and name.rsplit(".", 1)[-1] in LINEAR_NAMES)
+    arch = {"hidden_size": config.hidden_size, "num_hidden_layers": config.num_hidden_layers,
+            "num_attention_heads": config.num_attention_heads,
+            "num_key_value_heads": getattr(config, "num_key_value_heads", config.num_attention_heads),
+            "head_dim": getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads,
+            "intermediate_size": config.intermediate_size, "vocab_size": config.vocab_size,
+            "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False))}
+    return ParamCounts(total, embedding, trainable(arch, method, total), linear)

@@ -1,0 +1,43 @@
+"""`python -m ftrecipes.plan recipe=...`: the plan alone, without launching anything.
+
+Takes the same overrides as `python -m ftrecipes.launch`. With `run_dir=` pointing at a prepared
+run, token counts come from its data report and plan.json is written there. Never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ftrecipes.errors import FtrecipesError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        from ftrecipes.config.resolve import resolve
+        from ftrecipes.distributed.command import build
+        from ftrecipes.launch import parse_args, run_dir_for
+        from ftrecipes.plan.summary import build_plan, render
+        from ftrecipes.rundir import RESOLVED
+
+        parsed = parse_args(args)
+        resolved = resolve(parsed.overrides, parsed.config_dir)
+        import datetime as _dt
+
+        run_dir = run_dir_for(resolved, None, _dt.datetime.now())
+        existing = run_dir if run_dir.is_dir() else None
+        plan = build_plan(resolved.recipe, existing)
+        print(render(plan, resolved.recipe, str(build(resolved.recipe, run_dir / RESOLVED))))
+        if existing:
+            (existing / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
+            print(f"wrote {existing / 'plan.json'}")
+    except FtrecipesError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
