@@ -176,3 +176,15 @@ def test_local_config_counts_through_the_meta_device(tmp_path):
     assert plan["parameters"]["source"] == str(tmp_path / "config.json")
     assert plan["parameters"]["total"] == params.count(arch, recipe.method).total
     assert json.loads(json.dumps(plan))  # plan.json is plain JSON
+
+
+def test_weight_bytes_by_storage():
+    def weights(*overrides):
+        return _plan("model=llama3_1_8b", "hardware=1x_a100_80g", *overrides)["memory_bytes_per_device"]["weights"]
+
+    bf16, int8 = weights("method=full"), weights("method=qlora", "method.quant_type=int8", "method.r=1")
+    nf4, nf4_plain = weights("method=qlora", "method.r=1"), weights("method=qlora", "method.r=1", "method.double_quant=false")
+    assert bf16 == pytest.approx(8.03e9 * 2, rel=0.01)
+    assert nf4 < nf4_plain < int8 < bf16
+    # double quantization saves 0.5 - 0.127 = 0.373 bit per quantized parameter (QLoRA paper, 3.2)
+    assert (nf4_plain - nf4) * 8 / 6.98e9 == pytest.approx(0.373, rel=0.02)

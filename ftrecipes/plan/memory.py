@@ -6,7 +6,8 @@ train.gradient_checkpointing, train.optimizer, hardware.accelerator / strategy /
 nodes / gpu_memory_gb / mixed_precision.
 
 Formulas (bytes):
-- weights: parameters x dtype bytes. A 4-bit NF4 or FP4 base stores its linear layers at 4 bits
+- weights: parameters x dtype bytes. LLM.int8 stores linear layers at 1 byte plus an fp32 scale
+  per output row. A 4-bit NF4 or FP4 base stores its linear layers at 4 bits
   plus quantization constants: one fp32 absmax per 64 weights (0.5 bit), or with double
   quantization an 8-bit absmax per 64 plus one fp32 per 256 blocks (0.127 bit). Embeddings,
   norms and the LM head stay in the 16-bit compute dtype.
@@ -81,7 +82,10 @@ def optimizer_bytes(recipe, params: ParamCounts) -> float:
 
 def weight_bytes(recipe, params: ParamCounts) -> float:
     method, model = recipe["method"], recipe["model"]
-    if method["name"] == "qlora":
+    if method["name"] == "qlora" and method.get("quant_type") == "int8":
+        rows = sum(o for _, o in linear_shapes(model["architecture"]).values()) * model["architecture"]["num_hidden_layers"]
+        base = params.linear * 1 + rows * 4 + (params.total - params.linear) * 2  # int8 + fp32 scale per row
+    elif method["name"] == "qlora":
         bits = 4 + QUANT_CONSTANT_BITS[bool(method.get("double_quant", True))]
         base = params.linear * bits / 8 + (params.total - params.linear) * 2
     else:
