@@ -120,7 +120,7 @@ def test_cross_field_rules():
     result = run_cli("stages=[train,prepare]")
     assert result.code == 2 and "out of pipeline order" in result.err
     result = run_cli("data.split.validation=0", "dry_run=true")
-    assert result.code == 2 and "must be > 0" in result.err
+    assert result.code == 2 and "no validation rows" in result.err
 
 
 def test_remote_code_only_from_the_command_line(team_dir):

@@ -96,8 +96,21 @@ def remote_code_from_command_line(recipe: dict, origins: dict[str, str]) -> list
     return []
 
 
+def validation_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    data = recipe["data"]
+    fraction, source = data["split"]["validation"], data.get("validation_path")
+    if source and fraction > 0:
+        return [_problem("data.split.validation", f"data.validation_path gives the validation rows, so a "
+                         f"validation fraction of {fraction:g} would be ignored", origins,
+                         "set data.split.validation=0 with data.validation_path")]
+    if not source and fraction == 0:
+        return [_problem("data.split.validation", "no validation rows: the fraction is 0 and there is no "
+                         "data.validation_path", origins, "set data.split.validation (e.g. 0.1) or data.validation_path")]
+    return []
+
+
 RULES = (split_fractions, stage_order, held_out_for_evaluation, model_source, sequence_fits_model,
-         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line)
+         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line, validation_source)
 
 
 def check(recipe: dict, origins: dict[str, str]) -> list[Problem]:
