@@ -96,6 +96,12 @@ def clear_marks(out: Path) -> None:
         (out / name).unlink(missing_ok=True)
 
 
+def is_done(out: Path, fp: str) -> bool:
+    """Whether `out` holds a complete prepare result for `fp` (the done-marker is written last)."""
+    done = out / DONE
+    return done.is_file() and done.read_text() == fp and (out / "report.json").is_file()
+
+
 def wait_for_rank0(out: Path, fp: str, timeout_s: int, poll_s: float = 0.5) -> None:
     """Blocks until rank 0 has written `fp` to the done-marker; raises on its failure or timeout."""
     deadline = time.monotonic() + timeout_s
@@ -103,8 +109,7 @@ def wait_for_rank0(out: Path, fp: str, timeout_s: int, poll_s: float = 0.5) -> N
         failed = out / FAILED
         if failed.is_file() and failed.read_text().startswith(fp):
             raise DataError(f"rank 0 failed to prepare the data: {failed.read_text()[len(fp) + 1:]}")
-        done = out / DONE
-        if done.is_file() and done.read_text() == fp:
+        if is_done(out, fp):
             return
         time.sleep(poll_s)
     raise DataError(f"rank 0 did not finish preparing the data within {timeout_s} s",

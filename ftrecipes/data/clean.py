@@ -73,14 +73,14 @@ def answer_filters(rows: list[dict], where: list[str], data) -> tuple[list[int],
 
         validator = Draft202012Validator(OmegaConf.to_container(fmt.json_schema, resolve=True))
     removed = {"empty_output": 0, "output_format": 0}
-    kept = []
+    kept, drop_empty, on_mismatch = [], bool(data.filters.drop_empty_outputs), fmt.on_mismatch
     for i, row in enumerate(rows):
         answer = formats.answer_of(row)
-        if answer is not None and data.filters.drop_empty_outputs and not answer.strip():
+        if answer is not None and drop_empty and not answer.strip():
             removed["empty_output"] += 1
             continue
         if answer is not None and (regex or validator) and not _matches(answer, regex, validator):
-            if fmt.on_mismatch == "error":
+            if on_mismatch == "error":
                 raise DataError("the answer does not match data.output_format", where=where[i],
                                 hint="fix the row, or data.output_format.on_mismatch=drop")
             removed["output_format"] += 1

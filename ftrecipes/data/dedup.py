@@ -5,8 +5,8 @@ Exact: sha256 of the row's texts after whitespace and case folding.
 Near: MinHash signatures with LSH banding. Shingles are n-grams of *units*, where a unit is one
 CJK character or one run of other letters/digits, so Chinese text gets character n-grams and
 English word n-grams. Signatures are computed for all rows at once with numpy (a multiply-shift
-hash family over 64-bit shingle hashes); datasketch's `MinHashLSH` chooses the band/row split that
-minimises false positives and negatives at the threshold. Candidates that share a band are
+hash family over 64-bit shingle hashes, blocks of rows in threads); the band/row split is the one
+datasketch's `MinHashLSH` picks (minimum false positives plus negatives at the threshold). Candidates that share a band are
 verified by their estimated Jaccard similarity (the fraction of equal signature slots).
 
 Recipe keys (`data.dedup`): `exact`, `near`, `threshold` (Jaccard, default 0.9), `num_perm`,
@@ -90,9 +90,14 @@ def shingle_hashes(docs: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def signatures(docs: list[str], num_perm: int = 128, n: int = 3, seed: int = 1) -> np.ndarray:
     """MinHash signatures, shape (len(docs), num_perm), uint32."""
-    if len(docs) > _DOCS_PER_BLOCK:  # blocks keep the temporaries in cache
-        return np.concatenate([signatures(docs[i : i + _DOCS_PER_BLOCK], num_perm, n, seed)
-                               for i in range(0, len(docs), _DOCS_PER_BLOCK)])
+    if len(docs) > _DOCS_PER_BLOCK:  # blocks keep the temporaries small; numpy releases the GIL,
+        from concurrent.futures import ThreadPoolExecutor  # so blocks run on every core in threads
+
+        from ftrecipes.data.tokenize import cpu_count
+
+        blocks = [docs[i : i + _DOCS_PER_BLOCK] for i in range(0, len(docs), _DOCS_PER_BLOCK)]
+        with ThreadPoolExecutor(max_workers=min(cpu_count(), len(blocks))) as pool:
+            return np.concatenate(list(pool.map(lambda block: signatures(block, num_perm, n, seed), blocks)))
     hashes, offsets = shingle_hashes(docs, n)
     rng = np.random.default_rng(seed)
     a = rng.integers(1, 2**63, size=num_perm, dtype=np.uint64) | np.uint64(1)
@@ -107,20 +112,36 @@ def signatures(docs: list[str], num_perm: int = 128, n: int = 3, seed: int = 1) 
         lo = offsets[doc]
         hi = offsets[last] if last < len(docs) else len(hashes)
         block = hashes[lo:hi]
+        vals = np.empty((num_perm, len(block)), dtype=np.uint64)
         with np.errstate(over="ignore"):
-            vals = (a[:, None] * block[None, :] + b[:, None]) >> np.uint64(32)
+            np.multiply(a[:, None], block[None, :], out=vals)
+            vals += b[:, None]
+            vals >>= np.uint64(32)
         mins = np.minimum.reduceat(vals, offsets[doc:last] - lo, axis=1)
         sig[doc:last] = mins.T.astype(np.uint32)
         doc = last
     return sig
 
 
+@functools.lru_cache(maxsize=16)
 def lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
-    """(bands, rows) chosen by datasketch for this threshold and signature size."""
-    from datasketch import MinHashLSH
+    """(bands, rows) minimising false positives + false negatives at the threshold (equal weights),
+    the rule of datasketch's `MinHashLSH` (its scipy `quad` integrals done here with Simpson's rule
+    on a fine grid, so the cold import of datasketch and scipy is avoided)."""
+    lo, hi = np.linspace(0.0, threshold, 2001), np.linspace(threshold, 1.0, 2001)
+    best, opt = float("inf"), (0, 0)
+    for b in range(1, num_perm + 1):
+        for r in range(1, num_perm // b + 1):
+            fp = _simpson(1 - (1 - lo ** r) ** b, lo)
+            fn = _simpson((1 - hi ** r) ** b, hi)
+            if 0.5 * fp + 0.5 * fn < best:
+                best, opt = 0.5 * fp + 0.5 * fn, (b, r)
+    return opt
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    return lsh.b, lsh.r
+
+def _simpson(y: np.ndarray, x: np.ndarray) -> float:
+    h = (x[-1] - x[0]) / (len(x) - 1)
+    return float(h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum()))
 
 
 def near_duplicates(docs: list[str], threshold: float = 0.9, num_perm: int = 128,

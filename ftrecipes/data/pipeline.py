@@ -58,6 +58,11 @@ def run_prepare(recipe, run_dir: Path, tokenizer=None) -> dict:
     if world > 1 and rank != 0:
         cache.wait_for_rank0(out, fp, data.cache.wait_timeout_s)
         return _summary(json.loads((out / "report.json").read_text()), cached=True)
+    if world > 1 and cache.is_done(out, fp):
+        # a done-marker for this fingerprint may be read by the other ranks before this rank could
+        # clear it: rewriting the files under them would race, and the result is the same anyway
+        print(f"prepare: {out} already holds the prepared data {fp[:12]}; no work done")
+        return _summary(json.loads((out / "report.json").read_text()), cached=True)
     out.mkdir(parents=True, exist_ok=True)
     cache.clear_marks(out)
     try:
@@ -78,11 +83,24 @@ def run_prepare(recipe, run_dir: Path, tokenizer=None) -> dict:
     return summary
 
 
+def _specs(data) -> list[str]:
+    return [s for s, _, _ in load.source_specs(data)] + ([data.validation_path] if data.validation_path else [])
+
+
+def input_files(data) -> list[Path]:
+    """Every local file the data recipe reads (`data.path`, `data.sources[].path`,
+    `data.validation_path`; globs expanded, `builtin:` resolved), in reading order, without repeats.
+    Hub datasets (`hf:`) have no local file. For lock files: hash these, not only `data.path`."""
+    files: list[Path] = []
+    for spec in _specs(data):
+        files += [p for p in readers.resolve_files(spec) if p not in files]
+    return files
+
+
 def input_hashes(data) -> dict:
     """`{path spec: {file: sha256}}` for every source (hub datasets: their name)."""
-    specs = [s for s, _, _ in load.source_specs(data)] + ([data.validation_path] if data.validation_path else [])
     return {spec: ({spec: "hub"} if spec.startswith("hf:") else
-                   {str(p): cache.file_sha256(p) for p in readers.resolve_files(spec)}) for spec in specs}
+                   {str(p): cache.file_sha256(p) for p in readers.resolve_files(spec)}) for spec in _specs(data)}
 
 
 def _summary(result: dict, cached: bool) -> dict:
@@ -113,11 +131,9 @@ def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
     redactor = pii.Redactor(data.pii.mode, data.pii.entities, recipe.seed)
     deny = compliance.Denylist(compliance.denylist_pattern(data.denylist.terms, data.denylist.regexes),
                                data.denylist.replacement)
-    for row in rows:
-        if data.pii.enabled:
-            clean.map_strings(row, redactor)
-        if deny.pattern is not None:
-            clean.map_strings(row, deny)
+    for fn in ([redactor] if data.pii.enabled else []) + ([deny] if deny.pattern is not None else []):
+        for row in rows:
+            clean.map_strings(row, fn)
     step("redact", len(rows), len(rows), {}, t0)
 
     keep = list(range(len(rows)))
@@ -234,20 +250,21 @@ def _length_filters(data, rows, where, rendered, ids, masks, tokenizer, view):
     """Template failures, min tokens (content only) and max length (drop, truncate or error)."""
     removed = Counter({"template_mismatch": 0, "too_few_tokens": 0, "too_long": 0, "no_trained_tokens": 0})
     overhead: dict = {}
-    kept, truncated, limit = [], 0, data.max_seq_len
+    kept, truncated, limit = [], 0, int(data.max_seq_len)
+    on_bad_row, min_tokens, train_on = data.on_bad_row, int(data.filters.min_tokens), data.template.train_on
+    policy = data.filters.max_length_policy
     for k, row in enumerate(rows):
         if isinstance(rendered[k], str):
-            if data.on_bad_row == "error":
+            if on_bad_row == "error":
                 raise DataError(rendered[k], where=where[k], hint="use a chat template that keeps turn text as "
                                 "given, or data.on_bad_row=skip")
             removed["template_mismatch"] += 1
             continue
-        content = len(ids[k]) - _overhead(row, tokenizer, view, overhead, data.template.train_on)
-        if content < data.filters.min_tokens:
+        content = len(ids[k]) - _overhead(row, tokenizer, view, overhead, train_on)
+        if content < min_tokens:
             removed["too_few_tokens"] += 1
             continue
         if len(ids[k]) > limit:
-            policy = data.filters.max_length_policy
             if policy == "error":
                 raise DataError(f"the row has {len(ids[k])} tokens, more than data.max_seq_len={limit}",
                                 where=where[k], hint="raise data.max_seq_len, or data.filters.max_length_policy="

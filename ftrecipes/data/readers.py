@@ -142,21 +142,46 @@ def _parquet(path: Path) -> Iterator[tuple[str, object]]:
 
 
 def read_hf(spec: str) -> Iterator[tuple[str, object]]:
-    """Rows of `hf:ORG/NAME[:SPLIT]` through `datasets.load_dataset`."""
+    """Rows of `hf:ORG/NAME[:SPLIT]` through `datasets.load_dataset`.
+
+    When the hub cannot be reached and offline mode is not set (`HF_HUB_OFFLINE=1` reads the
+    local cache), this fails at once instead of after `datasets`' retries (about 25 s)."""
+    import os
+
     name, _, split = spec.removeprefix("hf:").partition(":")
     split = split or "train"
+    what = f"the Hugging Face dataset '{name}' (split {split}) could not be loaded"
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+    if not offline and not hub_reachable():
+        raise EnvironmentProblem(f"{what}: the hub is unreachable from this machine",
+                                 hint="connect to the hub; or set HF_HUB_OFFLINE=1 to read a cached copy; or "
+                                      "export the dataset to a local JSONL/Parquet file and set data.path to it")
     try:
         from datasets import load_dataset
 
         dataset = load_dataset(name, split=split)
     except Exception as exc:  # offline, unknown or gated: one message for users
         raise EnvironmentProblem(
-            f"the Hugging Face dataset '{name}' (split {split}) could not be loaded "
-            f"({type(exc).__name__})",
+            f"{what} ({type(exc).__name__})",
             hint="connect to the hub or download the dataset once, or export it to a local "
                  "JSONL/Parquet file and set data.path to that file") from None
     for number, row in enumerate(dataset, start=1):
         yield f"{spec}:{number}", row
+
+
+def hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub endpoint (`HF_ENDPOINT`) opens within the timeout."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                 timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
 
 
 def read_spec(spec: str) -> Iterator[tuple[str, object]]:
