@@ -73,8 +73,10 @@ def lock(resolved, argv: list[str]) -> dict:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             continue
+    from ftrecipes.data.pipeline import input_files
+
     files = {}
-    for path in data_files(resolved.recipe.data.path):
+    for path in input_files(resolved.recipe.data):
         files[str(path)] = sha256(path) if path.is_file() else None
     folders = {str(d): git_state(d) for d in resolved.composed.search_dirs}
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,

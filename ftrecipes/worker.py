@@ -18,7 +18,7 @@ from pathlib import Path
 from ftrecipes.errors import ExitCode, FtrecipesError
 
 STAGES = {
-    "prepare": "ftrecipes.data.prepare:run_prepare",
+    "prepare": "ftrecipes.data.pipeline:run_prepare",
     "train": "ftrecipes.train.sft:run_train",
     "evaluate": "ftrecipes.evaluate.heldout:run_evaluate",
     "export": "ftrecipes.export.merge:run_export",

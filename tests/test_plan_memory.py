@@ -188,3 +188,14 @@ def test_weight_bytes_by_storage():
     assert nf4 < nf4_plain < int8 < bf16
     # double quantization saves 0.5 - 0.127 = 0.373 bit per quantized parameter (QLoRA paper, 3.2)
     assert (nf4_plain - nf4) * 8 / 6.98e9 == pytest.approx(0.373, rel=0.02)
+
+
+def test_tokens_come_from_the_data_report_after_prepare(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "report.json").write_text(json.dumps(
+        {"splits": {"train": 1000, "validation": 100, "test": 100}, "token_lengths": {"mean": 250.0}}))
+    recipe = _plain(resolve(["recipe=qwen32b_qlora"]).recipe)
+    counts = params.count(recipe["model"]["architecture"], recipe["method"])
+    result = time_cost.time_and_cost(recipe, counts, tmp_path)
+    assert result["token_source"] == "data report"
+    assert result["tokens"] == pytest.approx(1000 * 250.0 * recipe["train"]["epochs"])

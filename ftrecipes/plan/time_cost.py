@@ -39,10 +39,10 @@ def token_estimate(recipe, run_dir: Path | None = None) -> tuple[float, float, s
     report = run_dir / "data" / "report.json" if run_dir else None
     if report and report.is_file():
         data = json.loads(report.read_text())
-        tokens = data.get("tokens", {}).get("train")
-        rows = data.get("splits", {}).get("train") or data.get("rows", {}).get("train")
-        if tokens and rows:
-            return float(tokens), float(tokens) / float(rows), "data report"
+        mean = data.get("token_lengths", {}).get("mean")
+        rows = data.get("splits", {}).get("train")
+        if mean and rows:
+            return float(mean) * rows, float(mean), "data report"
     from ftrecipes.rundir import data_files
 
     chars = sum(path.stat().st_size for path in data_files(recipe["data"]["path"]) if path.is_file())
