@@ -69,3 +69,21 @@ def require(module: str, *, extra: str | None = None, purpose: str = "") -> None
             f"{purpose or module} needs the package '{module}', which is not installed",
             hint=f"pip install '{what}'",
         )
+
+
+def report_errors(run, *args) -> int:
+    """Runs `run(*args)` and turns a user error into its message and exit code (no traceback).
+
+    Anything else is a bug in ftrecipes and propagates with its traceback (exit code 1).
+    """
+    import sys
+
+    try:
+        code = run(*args)
+    except FtrecipesError as error:
+        print(error.render(), file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("ftrecipes: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if code is None else code

@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ftrecipes.errors import ExitCode, FtrecipesError
+from ftrecipes.errors import ExitCode, report_errors
 
 USAGE = "python -m ftrecipes.launch [--help] [--cfg job] [-m] [--config-dir DIR] [key=value ...]"
 
@@ -58,15 +58,7 @@ def run_dir_for(resolved, index: int | None, stamp: _dt.datetime) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        return launch(argv)
-    except FtrecipesError as error:
-        print(error.render(), file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("ftrecipes: interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
+    return report_errors(launch, sys.argv[1:] if argv is None else argv)
 
 
 def launch(argv: list[str]) -> int:

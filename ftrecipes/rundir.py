@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import glob
-import hashlib
 import importlib.metadata as md
 import json
 import platform
@@ -45,14 +44,6 @@ def data_files(data_path: str) -> list[Path]:
     return [Path(m) for m in matches] or [Path(data_path)]
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def git_state(folder: Path) -> dict | None:
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
@@ -73,11 +64,12 @@ def lock(resolved, argv: list[str]) -> dict:
             versions[name] = md.version(name)
         except md.PackageNotFoundError:
             continue
+    from ftrecipes.data.cache import file_sha256
     from ftrecipes.data.pipeline import input_files
 
     files = {}
     for path in input_files(resolved.recipe.data):
-        files[str(path)] = sha256(path) if path.is_file() else None
+        files[str(path)] = file_sha256(path) if path.is_file() else None
     folders = {str(d): git_state(d) for d in resolved.composed.search_dirs}
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions,
             "data_files": files, "recipe_folders": folders, "command": argv,

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from ftrecipes.errors import ExitCode, FtrecipesError
+from ftrecipes.errors import ExitCode, report_errors
 
 STAGES = {
     "prepare": "ftrecipes.data.pipeline:run_prepare",
@@ -41,6 +41,10 @@ def run_stages(resolved_path: Path) -> dict:
     return results
 
 
+def _run_for_exit_code(path: Path) -> None:
+    run_stages(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or args[0] in ("-h", "--help"):
@@ -50,15 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"ftrecipes: {path} does not exist\n  fix: give the recipe.resolved.yaml of a run dir", file=sys.stderr)
         return ExitCode.RECIPE
-    try:
-        run_stages(path)
-    except FtrecipesError as error:
-        print(error.render(), file=sys.stderr)
-        return error.exit_code
-    except KeyboardInterrupt:
-        print("ftrecipes: interrupted", file=sys.stderr)
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK
+    return report_errors(_run_for_exit_code, path)
 
 
 if __name__ == "__main__":
