@@ -1,25 +1,25 @@
-"""A seeded generator for the quickstart task: pull the fields of an invoice sentence into JSON.
+"""A seeded generator for the quickstart task: pull the fields of an invoice note into JSON.
 
-Each invoice has an id (``INV-48213``), a vendor composed from word lists (``Silver Oak Logistics
-LLC``), an ISO date, a total and a currency. The sentence states them in one of many templates,
-with the amount written in several styles (``$1,250.00``, ``1250.00 EUR``, ``GBP 77.10``). The
-answer is a compact JSON object with a fixed key order and a normalised total::
+Each invoice has a vendor, a total, a currency and a payment status. The note states them in one
+of many templates, next to a date that is not asked for; the amount is written in several styles
+(``$59``, ``USD 59``, ``59 euros``) and the status in several phrasings (``is past due``). The
+answer is compact JSON with a fixed key order, a currency code and a status word::
 
-    {"id": "INV-48213", "vendor": "Silver Oak Logistics LLC", "date": "2024-03-15",
-     "total": "1250.00", "currency": "USD"}
+    {"vendor":"Northwind","total":59,"currency":"USD","status":"overdue"}
 
-Every answer depends on its own sentence (ids never repeat within one generator), so no constant
-output and no copy of the prompt can score.
+No two rows share an answer, every answer is read from its own note, and neither a constant
+output nor a copy of the prompt can score.
 
-`pretrain_corpus` writes in-domain text for the tiny base model (`recipes/model/tiny.yaml`): the same
-sentences followed by the same facts in non-JSON layouts (``vendor=...; id=...``, ``Vendor: ...``
-lines, ``a | b | c`` rows, CSV). The base learns the vocabulary and to copy fields, but never sees
-the instruction or the JSON answer, so its exact match on the SFT task stays near zero.
+`pretrain_corpus` writes in-domain text for the tiny base model (`recipes/model/tiny.yaml`): notes
+of the same kind, each followed by the line an accounting system logs for it
+(``vendor=Northwind total=59 currency=USD status=overdue``), plus shipment records in JSON with
+other keys and a few glossary sentences. The base learns the vocabulary, JSON syntax and where
+the facts sit in a note, but it never sees the instruction or the task's JSON schema, so its
+exact match on the task is zero; SFT has to teach the format.
 
 Regenerate the shipped file (data recipe `quickstart`, ``data.path: builtin:invoices.jsonl``)::
 
-    python -m ftrecipes.data.synth_invoices --out ftrecipes/data/builtin/invoices.jsonl \\
-        --rows 1600 --seed 1234
+    python -m ftrecipes.data.synth_invoices --out ftrecipes/data/builtin/invoices.jsonl
 """
 
 from __future__ import annotations
@@ -31,172 +31,130 @@ from collections.abc import Iterator
 from pathlib import Path
 
 # Bump when the generated text changes: it is part of the tiny model's cache fingerprint.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+# The shipped file ftrecipes/data/builtin/invoices.jsonl is `sft_rows(SHIPPED_ROWS, SHIPPED_SEED)`.
+SHIPPED_ROWS = 1600
+SHIPPED_SEED = 1234
+KEYS = ("vendor", "total", "currency", "status")
 
 INSTRUCTIONS = [
     "Extract the invoice fields as JSON.",
-    "Extract the invoice fields as JSON.",
-    "Return the invoice id, vendor, date, total and currency as JSON.",
-    "Read the message and give the invoice fields as a JSON object.",
+    "Return the vendor, total, currency and status of this invoice as JSON.",
+    "Read the note and give the invoice as a JSON object.",
 ]
-
-_VENDOR_FIRST = [
-    "Acme", "Northwind", "Blue Harbor", "Silver Oak", "Granite", "Summit", "Pioneer", "Redwood",
-    "Crescent", "Atlas", "Evergreen", "Lakeside", "Ironbridge", "Maple", "Orion", "Falcon",
-    "Sterling", "Cobalt", "Willow", "Beacon", "Cedar", "Harbor Light", "Juniper", "Keystone",
-    "Lighthouse", "Meridian", "Nova", "Oakridge", "Polaris", "Quartz", "Riverside", "Sapphire",
-    "Timber", "Union", "Vertex", "Westfield", "Zenith", "Amber", "Birch", "Copper",
+VENDORS = (
+    "Acme Globex Initech Umbrella Hooli Stark Wayne Wonka Tyrell Cyberdyne Soylent Vandelay "
+    "Monarch Oscorp Duff Gringotts Aperture Massive Dunder Pied Prestige Nakatomi Zorg Kruger "
+    "Contoso Fabrikam Northwind Tailspin Litware Proseware Adatum Lucerne Margie Trey Wingtip "
+    "Alpine Coho Humongous Ollivander Bluth Sterling Pendant Virtucom Gekko Spacely Cogswell "
+    "Krusty Sirius Vehement Zenith Omnicorp Yoyodyne Buynlarge Axiom Carbonel Dinoco Ecumene "
+    "Frobozz Galaxon Hexagon Ingen Jupiter Kellerman Lunacorp Mooby Nimbus Octan Paxton"
+).split()
+MONTHS = "January February March April May June July August September October November December".split()
+# (how the amount is written, the currency code it means)
+AMOUNT_STYLES = [
+    ("${}", "USD"), ("USD {}", "USD"), ("{} dollars", "USD"),
+    ("€{}", "EUR"), ("EUR {}", "EUR"), ("{} euros", "EUR"),
+    ("£{}", "GBP"), ("GBP {}", "GBP"), ("{} pounds", "GBP"),
+    ("CHF {}", "CHF"), ("{} francs", "CHF"),
 ]
-_VENDOR_SECOND = [
-    "Traders", "Logistics", "Supplies", "Systems", "Foods", "Labs", "Works", "Textiles",
-    "Electric", "Media", "Partners", "Analytics", "Builders", "Consulting", "Outfitters",
-    "Printing", "Freight", "Software", "Dental", "Bakery", "Hardware", "Energy", "Design",
-    "Catering", "Security",
-]
-_VENDOR_SUFFIX = ["", "", "", "Inc", "LLC", "Ltd", "GmbH", "Corp", "Co"]
-_ID_PREFIX = ["INV", "INV", "INV", "BL", "SO", "AR"]
-_CURRENCIES = ["USD", "USD", "EUR", "GBP", "CAD"]
-_SYMBOL = {"USD": "$", "EUR": "€", "GBP": "£"}
-
-# {id} {vendor} {date} {amount}; the amount is rendered by `_amount_text`.
+STATUS_PHRASES = {
+    "paid": ["was paid", "is settled", "has been paid", "was cleared"],
+    "open": ["is still open", "is not paid yet", "awaits payment", "is pending"],
+    "overdue": ["is overdue", "is past due", "is late", "missed its due date"],
+}
 TEMPLATES = [
-    "Invoice {id} from {vendor}, dated {date}, totals {amount}.",
-    "{vendor} billed us {amount} on {date} (invoice {id}).",
-    "Please pay {amount} to {vendor} for invoice {id}, issued {date}.",
-    "On {date}, {vendor} sent invoice {id} for {amount}.",
-    "We received invoice {id} dated {date} from {vendor}; the amount due is {amount}.",
-    "Payment of {amount} is due to {vendor} under invoice number {id} ({date}).",
-    "{vendor} invoice {id}: {amount}, issued on {date}.",
-    "Reminder: invoice {id} for {amount} from {vendor} was issued {date}.",
-    "The bill from {vendor} ({id}) came to {amount} and is dated {date}.",
-    "Got the invoice from {vendor} today: {id}, {amount}, invoice date {date}.",
-    "Invoice no. {id} | {vendor} | {date} | {amount}",
-    "Accounts payable: {vendor} submitted {id} on {date} totaling {amount}.",
-    "Could you process invoice {id} from {vendor}? It is for {amount} and dated {date}.",
-    "{amount} owed to {vendor}, see invoice {id} dated {date}.",
-    "Dated {date}, invoice {id} from {vendor} lists a total of {amount}.",
-    "Forwarding invoice {id} ({vendor}, {date}) for {amount}.",
-    "Hi team, {vendor} just invoiced us {amount}, ref {id}, date {date}.",
-    "Total due: {amount}. Vendor: {vendor}. Invoice: {id}. Date: {date}.",
-    "Our records show {vendor} issued invoice {id} on {date} in the amount of {amount}.",
-    "Invoice {id} ({date}) from {vendor} is still open: {amount}.",
-    "{vendor} sent over {id} on {date}, and it comes to {amount}.",
-    "Approved: {amount} for {vendor}, invoice {id} of {date}.",
-    "Can someone check invoice {id}? {vendor} says we owe {amount} since {date}.",
-    "Vendor {vendor} / invoice {id} / issued {date} / total {amount}",
+    "{vendor} billed us {amount} on {date}; the invoice {status}.",
+    "Invoice from {vendor}, dated {date}, total {amount}, {status}.",
+    "On {date} we received an invoice of {amount} from {vendor}. It {status}.",
+    "The {amount} invoice from {vendor} ({date}) {status}.",
+    "{vendor} sent a bill for {amount} on {date} which {status}.",
+    "Amount due: {amount}. Supplier: {vendor}. Issued {date}, {status}.",
+    "Hi team, the {vendor} invoice of {date} for {amount} {status}.",
+    "Please note: {amount} to {vendor}, invoiced {date}, {status}.",
+    "Reminder from {vendor}: their {date} invoice over {amount} {status}.",
+    "Accounts payable: {vendor}, {amount}, {date}. The bill {status}.",
 ]
-_FILLERS = [
-    "", "", "", "", " Thanks!", " Terms are net thirty.", " Please file it under this quarter.",
-    " Let me know if anything looks off.", " The PDF is attached.", " Paid by bank transfer.",
+GLOSSARY = [
+    "The vendor field names the supplier, total is the amount and currency is a code such as USD, EUR, GBP or CHF.",
+    "An invoice status is paid, open or overdue.",
+    "Check the vendor, the total, the currency and the status of every invoice.",
+    "Our ledger keeps one line per invoice: vendor, total, currency, status.",
 ]
 
 
-def _vendor(rng: random.Random) -> str:
-    parts = [rng.choice(_VENDOR_FIRST), rng.choice(_VENDOR_SECOND), rng.choice(_VENDOR_SUFFIX)]
-    return " ".join(p for p in parts if p)
-
-
-def _amount_text(rng: random.Random, total: str, currency: str) -> str:
-    whole, cents = total.split(".")
-    grouped = f"{int(whole):,}.{cents}"
-    shown = rng.choice([total, grouped])
-    styles = [f"{shown} {currency}", f"{currency} {shown}"]
-    if currency in _SYMBOL:
-        styles += [f"{_SYMBOL[currency]}{shown}"] * 2
-    return rng.choice(styles)
-
-
-def random_invoice(rng: random.Random, used_ids: set[str]) -> dict[str, str]:
-    """One invoice's facts; `used_ids` keeps ids (and so answers) unique within a generator."""
-    while True:
-        digits = rng.randint(4, 6)
-        invoice_id = f"{rng.choice(_ID_PREFIX)}-{rng.randint(10 ** (digits - 1), 10**digits - 1)}"
-        if invoice_id not in used_ids:
-            used_ids.add(invoice_id)
-            break
-    total = f"{rng.randint(5, 99999) + rng.randint(0, 99) / 100:.2f}"
-    if rng.random() < 0.2:
-        total = f"{rng.randint(5, 999)}.00"
+def random_invoice(rng: random.Random) -> dict:
     return {
-        "id": invoice_id,
-        "vendor": _vendor(rng),
-        "date": f"{rng.randint(2019, 2026)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-        "total": total,
-        "currency": rng.choice(_CURRENCIES),
+        "vendor": rng.choice(VENDORS),
+        "total": rng.randint(10, 999),
+        "currency": None,  # set by the amount style the note uses
+        "status": rng.choice(list(STATUS_PHRASES)),
     }
 
 
-def invoice_sentence(rng: random.Random, facts: dict[str, str]) -> str:
-    amount = _amount_text(rng, facts["total"], facts["currency"])
-    text = rng.choice(TEMPLATES).format(
-        id=facts["id"], vendor=facts["vendor"], date=facts["date"], amount=amount
+def invoice_note(rng: random.Random, facts: dict) -> str:
+    """The note for `facts`; sets `facts["currency"]` from the amount style it picks."""
+    style, facts["currency"] = rng.choice(AMOUNT_STYLES)
+    year, month, day = rng.randint(2019, 2026), rng.randint(1, 12), rng.randint(1, 28)
+    date = rng.choice([f"{MONTHS[month - 1]} {day}, {year}", f"{day} {MONTHS[month - 1]} {year}", f"{year}-{month:02d}-{day:02d}"])
+    return rng.choice(TEMPLATES).format(
+        vendor=facts["vendor"],
+        amount=style.format(facts["total"]),
+        date=date,
+        status=rng.choice(STATUS_PHRASES[facts["status"]]),
     )
-    filler = rng.choice(_FILLERS)
-    if filler and not text.endswith((".", "?", "!", ")")):
-        text += "."
-    return text + filler
 
 
-def invoice_json(facts: dict[str, str]) -> str:
-    """The answer: compact JSON, keys always in the order id, vendor, date, total, currency."""
-    keys = ("id", "vendor", "date", "total", "currency")
-    return json.dumps({k: facts[k] for k in keys}, ensure_ascii=False)
+def invoice_json(facts: dict) -> str:
+    """The answer: compact JSON, keys in the order of KEYS, the total a number."""
+    return json.dumps({key: facts[key] for key in KEYS}, separators=(",", ":"))
 
 
 def sft_rows(n: int, seed: int) -> list[dict[str, str]]:
-    """`n` alpaca rows ({"instruction", "input", "output"}), reproducible from `seed`."""
+    """`n` alpaca rows ({"instruction", "input", "output"}) with distinct answers, from `seed`."""
     rng = random.Random(seed)
-    used: set[str] = set()
+    seen: set[str] = set()
     rows = []
-    for _ in range(n):
-        facts = random_invoice(rng, used)
-        rows.append(
-            {
-                "instruction": rng.choice(INSTRUCTIONS),
-                "input": invoice_sentence(rng, facts),
-                "output": invoice_json(facts),
-            }
-        )
+    while len(rows) < n:
+        facts = random_invoice(rng)
+        note = invoice_note(rng, facts)
+        answer = invoice_json(facts)
+        if answer in seen:
+            continue
+        seen.add(answer)
+        rows.append({"instruction": rng.choice(INSTRUCTIONS), "input": note, "output": answer})
     return rows
 
 
-# Record layouts for pretraining. The JSON one uses other key names than the SFT answer, so the
-# base model knows JSON syntax (as real base models do) but not the task's schema.
-_JSON_KEYS = {"id": "number", "vendor": "supplier", "date": "issued", "total": "amount", "currency": "ccy"}
+def ledger_line(facts: dict) -> str:
+    return " ".join(f"{key}={facts[key]}" for key in KEYS)
 
 
-def _record(rng: random.Random, facts: dict[str, str]) -> str:
-    """The facts in one of several non-task layouts, with a varying field order."""
-    keys = ["id", "vendor", "date", "total", "currency"]
-    if rng.random() < 0.5:
-        rng.shuffle(keys)
-    style = rng.randrange(6)
-    if style == 0:
-        return "; ".join(f"{k}={facts[k]}" for k in keys)
-    if style == 1:
-        return "\n".join(f"{k.capitalize()}: {facts[k]}" for k in keys)
-    if style == 2:
-        return " | ".join(facts[k] for k in keys) + "\n(" + ", ".join(keys) + ")"
-    if style == 3:
-        return ",".join(keys) + "\n" + ",".join(f'"{facts[k]}"' for k in keys)
-    if style == 4:
-        return json.dumps({_JSON_KEYS[k]: facts[k] for k in keys}, ensure_ascii=False)
-    return " ".join(f"<{k}> {facts[k]}" for k in keys)
+def shipment_json(rng: random.Random) -> str:
+    """JSON with other keys than the task's, so the base knows JSON syntax but not the schema."""
+    record = {
+        "carrier": rng.choice(VENDORS),
+        "parcels": rng.randint(1, 999),
+        "weight": rng.choice(["light", "heavy", "bulky"]),
+        "shipped": f"{rng.randint(2019, 2026)}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+    }
+    return json.dumps(record, separators=(",", ":"))
 
 
 def pretrain_corpus(n_docs: int, seed: int) -> Iterator[str]:
-    """In-domain documents for the tiny base: sentences, sentence + record pairs, records alone."""
+    """In-domain documents for the tiny base: 75% a note plus its ledger line, 20% a shipment
+    record, 5% a glossary sentence."""
     rng = random.Random(seed)
-    used: set[str] = set()
     for _ in range(n_docs):
-        facts = random_invoice(rng, used)
-        kind = rng.random()
-        if kind < 0.7:
-            yield invoice_sentence(rng, facts) + "\n" + _record(rng, facts)
-        elif kind < 0.85:
-            yield invoice_sentence(rng, facts)
+        draw = rng.random()
+        if draw < 0.75:
+            facts = random_invoice(rng)
+            note = invoice_note(rng, facts)
+            yield f"{note}\n{ledger_line(facts)}"
+        elif draw < 0.95:
+            yield shipment_json(rng)
         else:
-            yield _record(rng, facts) + "\n" + invoice_sentence(rng, facts)
+            yield rng.choice(GLOSSARY)
 
 
 def write_jsonl(rows: list[dict[str, str]], out: Path) -> None:
@@ -209,8 +167,8 @@ def write_jsonl(rows: list[dict[str, str]], out: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="alpaca JSONL file to write")
-    parser.add_argument("--rows", type=int, default=1600)
-    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--rows", type=int, default=SHIPPED_ROWS)
+    parser.add_argument("--seed", type=int, default=SHIPPED_SEED)
     args = parser.parse_args(argv)
     rows = sft_rows(args.rows, args.seed)
     write_jsonl(rows, args.out)

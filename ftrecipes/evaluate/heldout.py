@@ -28,10 +28,9 @@ import json
 import math
 from pathlib import Path
 
-from ftrecipes.data.prepare import read_split
-from ftrecipes.errors import DataError, EnvironmentProblem
-from ftrecipes.model.load import load_model_and_tokenizer
-from ftrecipes.model.methods import ADAPTER_METHODS
+from ftrecipes.data.splits import read_split
+from ftrecipes.errors import DataError
+from ftrecipes.model.load import load_model_and_tokenizer, load_tuned
 
 
 def heldout_rows(recipe, run_dir: Path) -> tuple[str, list[dict]]:
@@ -131,25 +130,6 @@ def score(model, tokenizer, recipe, rows: list[dict], name: str) -> tuple[dict, 
     if "perplexity" in ev.metrics:
         result["perplexity"] = perplexity(model, tokenizer, rows, ev.batch_size, f"perplexity ({name})")
     return result, predictions
-
-
-def load_tuned(recipe, run_dir: Path, base=None):
-    """The tuned model: base + `adapter/` for LoRA-family methods, else `model/`."""
-    if recipe.method.name in ADAPTER_METHODS:
-        from peft import PeftModel
-
-        adapter = run_dir / "adapter"
-        if not (adapter / "adapter_config.json").is_file():
-            raise EnvironmentProblem(f"no trained adapter in {adapter}", hint="run the train stage first")
-        if base is None:
-            base, tokenizer = load_model_and_tokenizer(recipe)
-        else:
-            base, tokenizer = base
-        return PeftModel.from_pretrained(base, adapter), tokenizer
-    folder = run_dir / "model"
-    if not (folder / "config.json").is_file():
-        raise EnvironmentProblem(f"no trained model in {folder}", hint="run the train stage first")
-    return load_model_and_tokenizer(recipe, folder)
 
 
 def run_evaluate(recipe, run_dir: Path) -> dict:

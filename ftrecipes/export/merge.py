@@ -30,7 +30,7 @@ def run_export(recipe, run_dir: Path) -> dict:
         print(f"export: export.merge is false; the adapter in {run_dir / 'adapter'} is the result")
         return {"written": [], "adapter": str(run_dir / "adapter")}
 
-    from ftrecipes.evaluate.heldout import load_tuned
+    from ftrecipes.model.load import load_tuned
 
     tuned, tokenizer = load_tuned(recipe, run_dir)
     merged = tuned.merge_and_unload()

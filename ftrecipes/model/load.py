@@ -5,8 +5,8 @@ Every model, the tiny built one included, goes through `from_pretrained(path)`.
 Recipe keys:
 
 - `model.source`: `build` (the tiny model, built and cached by `ftrecipes.model.tiny`), `hub`
-  (`model.path` is a Hugging Face id, read from the local cache or downloaded), or `local`
-  (`model.path` is a folder written by `save_pretrained`).
+  (`model.path` is a Hugging Face id at `model.revision`, read from the local cache or
+  downloaded), or `local` (`model.path` is a folder written by `save_pretrained`).
 - `model.dtype`: `float32`, `bfloat16` or `float16`.
 - `model.attn_implementation`: passed to `from_pretrained` (`sdpa`, `eager`, `flash_attention_2`).
 - `trust_remote_code`: passed to `from_pretrained` for the model and the tokenizer.
@@ -17,6 +17,7 @@ downloadable; the message says what is missing and how to get it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ftrecipes.errors import EnvironmentProblem, RecipeError
@@ -41,7 +42,7 @@ def resolve_model_path(recipe) -> str:
     if model.source == "local":
         return str(_local_folder(model.path))
     if model.source == "hub":
-        return _hub_model(model.path)
+        return _hub_model(model.path, model.revision)
     raise RecipeError(
         f"model.source '{model.source}' is unknown", hint="use build, hub or local"
     )
@@ -60,25 +61,37 @@ def _local_folder(path: str | None) -> Path:
     return folder
 
 
-def _hub_model(repo_id: str | None) -> str:
+def _hub_model(repo_id: str | None, revision: str | None) -> str:
     if not repo_id:
         raise RecipeError("model.source=hub needs model.path", hint="model.path=org/name")
     from huggingface_hub import hf_hub_download, try_to_load_from_cache
 
-    cached = try_to_load_from_cache(repo_id, "config.json")
-    if isinstance(cached, str):
+    from ftrecipes.data.readers import hub_reachable
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
         return repo_id
+    hint = (
+        f"connect to the network (and set HF_TOKEN for gated models), or download it once with "
+        f"`hf download {repo_id}`, or use model.source=local model.path=/path/to/{repo_id.split('/')[-1]}"
+    )
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+    if offline or not hub_reachable():
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub is unreachable"
+        raise EnvironmentProblem(f"model '{repo_id}' is not in the local Hugging Face cache and {why}", hint=hint)
     try:
-        hf_hub_download(repo_id, "config.json")
-    except Exception as exc:  # offline, unknown repo, gated repo: all end the same way for users
+        hf_hub_download(repo_id, "config.json", revision=revision)
+    except Exception as exc:  # unknown repo, gated repo, network error: all end the same way for users
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
         raise EnvironmentProblem(
-            f"model '{repo_id}' is not in the local Hugging Face cache and could not be fetched "
-            f"from the hub ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
-            hint=f"connect to the network (and set HF_TOKEN for gated models), or download it "
-            f"once with `hf download {repo_id}`, or use model.source=local "
-            f"model.path=/path/to/{repo_id.split('/')[-1]}",
+            f"model '{repo_id}' could not be fetched from the hub ({type(exc).__name__}: {first_line})",
+            hint=hint,
         ) from None
     return repo_id
+
+
+def _revision(recipe, path: str) -> str | None:
+    """`model.revision` applies to the hub id only, not to local folders such as run_dir/model."""
+    return recipe.model.revision if recipe.model.source == "hub" and path == recipe.model.path else None
 
 
 def torch_dtype(name: str):
@@ -95,7 +108,9 @@ def load_tokenizer(recipe, path: str):
     from transformers import AutoTokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=recipe.trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            path, revision=_revision(recipe, path), trust_remote_code=recipe.trust_remote_code
+        )
     except OSError as exc:
         raise EnvironmentProblem(
             f"cannot load the tokenizer of '{path}': {exc}",
@@ -118,6 +133,7 @@ def load_model_and_tokenizer(recipe, path: str | None = None):
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
+            revision=_revision(recipe, path),
             dtype=torch_dtype(recipe.model.dtype),
             attn_implementation=recipe.model.attn_implementation,
             trust_remote_code=recipe.trust_remote_code,
@@ -134,3 +150,23 @@ def load_model_and_tokenizer(recipe, path: str | None = None):
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model, tokenizer
+
+
+def load_tuned(recipe, run_dir: Path, base=None):
+    """`(model, tokenizer)` after training: the base plus `run_dir/adapter/` for LoRA-family
+    methods (`base` may pass an already loaded `(model, tokenizer)`), else `run_dir/model/`."""
+    from ftrecipes.model.methods import ADAPTER_METHODS
+
+    run_dir = Path(run_dir)
+    if recipe.method.name in ADAPTER_METHODS:
+        from peft import PeftModel
+
+        adapter = run_dir / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise EnvironmentProblem(f"no trained adapter in {adapter}", hint="run the train stage first")
+        model, tokenizer = base if base is not None else load_model_and_tokenizer(recipe)
+        return PeftModel.from_pretrained(model, adapter), tokenizer
+    folder = run_dir / "model"
+    if not (folder / "config.json").is_file():
+        raise EnvironmentProblem(f"no trained model in {folder}", hint="run the train stage first")
+    return load_model_and_tokenizer(recipe, folder)

@@ -33,7 +33,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ftrecipes.data.prepare import read_split
+from ftrecipes.data.splits import read_split
 from ftrecipes.errors import DataError, RecipeError
 from ftrecipes.model.load import load_model_and_tokenizer
 from ftrecipes.model.methods import ADAPTER_METHODS, apply_method, count_parameters
@@ -144,8 +144,7 @@ def run_train(recipe, run_dir: Path) -> dict:
         "trainable_params": trainable,
         "total_params": total,
     }
-    print(
-        f"train: {summary['steps']} steps in {seconds:.0f}s, loss {summary['first_loss']:.3f} -> "
-        f"{summary['last_loss']:.3f}; saved {out}"
-    )
+    if losses:
+        print(f"train: {result.global_step} steps in {seconds:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    print(f"train: saved {out}")
     return summary
