@@ -65,7 +65,7 @@ def test_all_errors_are_reported_at_once():
 @pytest.mark.parametrize("group,option,path,line_text", [
     ("method", "lora", "method.r", "r: 16"),
     ("method", "lora", "method.lora_alpha", "lora_alpha: 32"),
-    ("model", "tiny", "model.architecture.hidden_size", "  hidden_size: 256"),
+    ("model", "tiny", "model.architecture.hidden_size", "  hidden_size: 128"),
     ("model", "tiny", "model.build.pretrain_steps", "  pretrain_steps:"),
     ("data", "quickstart", "data.split.validation", "  validation: 0.1"),
     ("hardware", "cpu", "hardware.strategy", "strategy: none"),
