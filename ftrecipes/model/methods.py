@@ -59,8 +59,12 @@ def lora(model, method_cfg):
 METHODS: dict[str, Callable] = {"full": full, "lora": lora}
 
 
-def apply_method(model, recipe):
-    """Applies `recipe.method.name` to `model` and returns the model to train."""
+def apply_method(model, recipe, total_steps: int | None = None):
+    """Applies `recipe.method.name` to `model` and returns the model to train.
+
+    `total_steps` is the run's optimizer-step count (`ftrecipes.train.schedule`), for methods
+    whose configuration depends on the schedule.
+    """
     name = recipe.method.name
     if name in METHODS:
         return METHODS[name](model, recipe.method)
@@ -70,6 +74,12 @@ def apply_method(model, recipe):
             hint=f"plan it with dry_run=true, or train with method=lora ({', '.join(METHODS)} train)",
         )
     raise RecipeError(f"method '{name}' is unknown", hint=f"use one of: {', '.join(METHODS)}")
+
+
+def method_callbacks(model, recipe) -> list:
+    """TrainerCallbacks the method needs every step (none for full and lora)."""
+    del model, recipe
+    return []
 
 
 def count_parameters(model) -> tuple[int, int]:

@@ -37,7 +37,8 @@ from ftrecipes.data.splits import read_split
 from ftrecipes.errors import DataError, RecipeError
 from ftrecipes.model.load import load_model_and_tokenizer
 from ftrecipes.model.methods import ADAPTER_METHODS, apply_method, count_parameters
-from ftrecipes.train.metrics import MetricsJsonl
+from ftrecipes.train.callbacks import standard_callbacks
+from ftrecipes.train.schedule import total_optimizer_steps
 
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
@@ -110,20 +111,18 @@ def run_train(recipe, run_dir: Path) -> dict:
 
     set_seed(recipe.seed)
     model, tokenizer = load_model_and_tokenizer(recipe)
-    model = apply_method(model, recipe)
+    model = apply_method(model, recipe, total_steps=total_optimizer_steps(recipe, len(train_rows)))
     trainable, total = count_parameters(model)
     print(f"train: {recipe.method.name} on {recipe.model.name}: {trainable:,} of {total:,} parameters train")
 
-    metrics_path = run_dir / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
-    metrics = MetricsJsonl(metrics_path)
+    callbacks, metrics = standard_callbacks(recipe, run_dir, model)
     trainer = SFTTrainer(
         model=model,
         args=sft_config(recipe, run_dir, has_eval=bool(eval_rows)),
         train_dataset=Dataset.from_list(to_prompt_completion(train_rows)),
         eval_dataset=Dataset.from_list(to_prompt_completion(eval_rows)) if eval_rows else None,
         processing_class=tokenizer,
-        callbacks=[metrics],
+        callbacks=callbacks,
     )
     started = time.time()
     result = trainer.train()
