@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ftrecipes.config.problems import Problem
 from ftrecipes.config.provenance import origin_of
+from ftrecipes.config.rules_methods import METHOD_RULES
+from ftrecipes.config.rules_objectives import OBJECTIVE_RULES
 
 LORA_FAMILY = ("lora", "qlora")
 PIPELINE = ("prepare", "train", "evaluate", "export")
@@ -110,7 +112,8 @@ def validation_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:
 
 
 RULES = (split_fractions, stage_order, held_out_for_evaluation, model_source, sequence_fits_model,
-         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line, validation_source)
+         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line, validation_source,
+         *METHOD_RULES, *OBJECTIVE_RULES)
 
 
 def check(recipe: dict, origins: dict[str, str]) -> list[Problem]:
