@@ -105,10 +105,10 @@ def torch_dtype(name: str):
 
 def load_tokenizer(recipe, path: str):
     """The tokenizer at `path`, with a pad token and a chat template."""
-    from transformers import AutoTokenizer
+    from ftrecipes.model.tokenizer_class import tokenizer_class
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
+        tokenizer = tokenizer_class(path, recipe.trust_remote_code).from_pretrained(
             path, revision=_revision(recipe, path), trust_remote_code=recipe.trust_remote_code
         )
     except OSError as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftrecipes.plan import memory, params, suggest, time_cost
+from ftrecipes.plan.local_config import known_architecture
 
 
 def build_plan(recipe, run_dir: Path | None = None) -> dict:
@@ -13,7 +14,10 @@ def build_plan(recipe, run_dir: Path | None = None) -> dict:
     counts, source = params.count(plain["model"]["architecture"], plain["method"]), "architecture numbers"
     local_config = Path(plain["model"].get("path") or "") / "config.json"
     if plain["model"]["source"] == "local" and local_config.is_file():
-        counts, source = params.count_from_config(local_config.parent, plain["method"]), str(local_config)
+        arch = known_architecture(local_config)
+        counts = (params.count(arch, plain["method"]) if arch is not None
+                  else params.count_from_config(local_config.parent, plain["method"]))
+        source = str(local_config)
     mem = memory.estimate(plain, counts)
     return {
         "parameters": {"source": source, "total": counts.total, "embedding": counts.embedding,
