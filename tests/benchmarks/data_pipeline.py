@@ -59,7 +59,12 @@ def main() -> int:
     tok = train_tokenizer([r["instruction"] + "\n" + r["output"] for r in rows[:3000]], 8192)
     model = work / "tokenizer"
     tok.save_pretrained(model)
-    (model / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    # a complete config, as a real model folder has: the plan counts it from its numbers
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 256,
+        "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 8,
+        "intermediate_size": 688, "vocab_size": len(tok), "max_position_embeddings": 4096,
+        "tie_word_embeddings": True}))
     cmd = [sys.executable, "-c", WORKER_SWITCH, "data=quickstart", f"data.path={path}", "data.name=bench",
            f"data.max_seq_len={args.max_seq_len}", "model.source=local", f"model.path={model}",
            "model.architecture.max_position_embeddings=4096", "stages=[prepare]", f"run_dir={work / 'run'}"]
