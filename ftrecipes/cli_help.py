@@ -41,6 +41,7 @@ def render_help(config_dirs: list[str], usage: str) -> str:
               "  python -m ftrecipes.launch recipe=quickstart",
               "  python -m ftrecipes.launch recipe=qwen32b_qlora method.r=32 hardware=8x_h100 dry_run=true",
               "  python -m ftrecipes.launch data.path=my.jsonl data.format=alpaca stages=[prepare]",
+              "  python -m ftrecipes.launch logging=[wandb,tensorboard] logging.project=my-project",
               "",
               f"Recipe folders searched, in order: {', '.join(str(d) for d in dirs)}",
               "Exit codes: 0 ok, 2 recipe error, 3 data error, 4 environment, 5 training failure, 1 internal bug."]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,15 +31,33 @@ def run_stages(resolved_path: Path) -> dict:
 
     recipe = load_resolved(resolved_path)
     run_dir = resolved_path.parent
-    results = {}
-    for stage in recipe.stages:
-        module, function = STAGES[stage].split(":")
-        print(f"\n== {stage} ==", flush=True)
-        started = time.perf_counter()
-        results[stage] = getattr(importlib.import_module(module), function)(recipe, run_dir)
-        print(f"== {stage} done in {time.perf_counter() - started:.1f} s ==", flush=True)
+    results, run_started, stage = {}, time.perf_counter(), None
+    try:
+        for stage in recipe.stages:
+            module, function = STAGES[stage].split(":")
+            print(f"\n== {stage} ==", flush=True)
+            started = time.perf_counter()
+            results[stage] = getattr(importlib.import_module(module), function)(recipe, run_dir)
+            print(f"== {stage} done in {time.perf_counter() - started:.1f} s ==", flush=True)
+    except BaseException:
+        _finish(recipe, run_dir, time.perf_counter() - run_started, failed=stage)
+        raise
     (run_dir / "stages.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    _finish(recipe, run_dir, time.perf_counter() - run_started)
     return results
+
+
+def _finish(recipe, run_dir: Path, seconds: float, failed: str | None = None) -> None:
+    """summary.json, the console summary and report.html, on rank 0 only; a failure here is
+    reported but never hides the stage's own error or result."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    try:
+        from ftrecipes.monitor.summary import finish_run
+
+        finish_run(recipe, run_dir, seconds, failed)
+    except Exception as exc:  # noqa: BLE001 - the report is secondary to the run's outcome
+        print(f"ftrecipes: could not write the run summary/report: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
 def _run_for_exit_code(path: Path) -> None:

@@ -23,7 +23,7 @@ from ftrecipes.config.problems import Problem, RecipeProblems, closest, format_c
 from ftrecipes.config.provenance import display_path, file_origins
 from ftrecipes.paths import resource_dir
 
-GROUPS = ("model", "method", "objective", "data", "hardware", "recipe")
+GROUPS = ("model", "method", "objective", "data", "hardware", "logging", "recipe")
 PRIMARY = "config"
 ENV_PATH = "FTRECIPES_RECIPE_PATH"
 

@@ -50,7 +50,7 @@ def resolve(overrides: list[str], config_dirs=()) -> Resolved:
 
 
 def _group_first(tree: dict) -> dict:
-    groups = [g for g in ("model", "method", "objective", "data", "hardware") if g in tree]
+    groups = [g for g in ("model", "method", "objective", "data", "hardware", "logging") if g in tree]
     return {**{g: tree[g] for g in groups}, **{k: v for k, v in tree.items() if k not in groups}}
 
 

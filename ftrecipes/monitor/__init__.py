@@ -1,0 +1,1 @@
+"""Monitoring: metrics rows, tracker backends, health checks, the run summary and report.html."""
