@@ -40,11 +40,54 @@ def _map_nested(value, fn):
     return value
 
 
-def exact_dedup(rows: list[dict], protected: int) -> tuple[list[int], int]:
+_POOL_STATE: dict = {}  # the redaction functions, set in the parent before forking
+
+
+def _redact_chunk(rows: list[dict]) -> tuple[list[dict], list[str], list]:
+    fns = _POOL_STATE["fns"]
+    for row in rows:
+        for fn in fns:
+            map_strings(row, fn)
+    return rows, [dedup.exact_key(formats.texts_of(r)) for r in rows], [_counts(fn) for fn in fns]
+
+
+def _counts(fn):
+    return (dict(fn.counts), set(fn.fakes)) if hasattr(fn, "fakes") else fn.count
+
+
+def redact_rows(rows: list[dict], fns: list, num_proc: int, chunk: int = 2500) -> tuple[list[dict], list[str]]:
+    """Applies the redaction functions (`pii.Redactor`, `compliance.Denylist`) to every text of every
+    row, and returns the rows with their exact-dedup keys (computed on the redacted text).
+
+    Large inputs run in `num_proc` forked workers; their per-process counts (redactions per entity,
+    pseudonyms, denylist hits) are added back into `fns`, so the report is the same either way."""
+    import multiprocessing
+
+    jobs = [rows[i : i + chunk] for i in range(0, len(rows), chunk)]
+    _POOL_STATE["fns"] = fns
+    if num_proc > 1 and len(jobs) > 2 and "fork" in multiprocessing.get_all_start_methods():
+        with multiprocessing.get_context("fork").Pool(min(num_proc, len(jobs))) as pool:
+            parts = pool.map(_redact_chunk, jobs)
+        for _, _, counts in parts:
+            for fn, got in zip(fns, counts):
+                if hasattr(fn, "fakes"):
+                    for name, n in got[0].items():
+                        fn.counts[name] = fn.counts.get(name, 0) + n
+                    fn.fakes |= got[1]
+                else:
+                    fn.count += got
+    else:  # in this process the functions count for themselves
+        parts = [_redact_chunk(job) for job in jobs]
+    out_rows = [row for part, _, _ in parts for row in part]
+    keys = [key for _, part_keys, _ in parts for key in part_keys]
+    return out_rows, keys
+
+
+def exact_dedup(rows: list[dict], protected: int, keys: list[str] | None = None) -> tuple[list[int], int]:
     """Indices kept (first occurrence; the first `protected` rows always kept) and the count removed."""
     seen, kept = set(), []
     for i, row in enumerate(rows):
-        key = dedup.exact_key(formats.texts_of(row))
+        key = keys[i] if keys is not None else dedup.exact_key(formats.texts_of(row))
         if key in seen and i >= protected:
             continue
         seen.add(key)

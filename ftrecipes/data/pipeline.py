@@ -131,9 +131,9 @@ def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
     redactor = pii.Redactor(data.pii.mode, data.pii.entities, recipe.seed)
     deny = compliance.Denylist(compliance.denylist_pattern(data.denylist.terms, data.denylist.regexes),
                                data.denylist.replacement)
-    for fn in ([redactor] if data.pii.enabled else []) + ([deny] if deny.pattern is not None else []):
-        for row in rows:
-            clean.map_strings(row, fn)
+    num_proc = data.num_proc or tokenize.cpu_count()
+    fns = ([redactor] if data.pii.enabled else []) + ([deny] if deny.pattern is not None else [])
+    rows, exact_keys = clean.redact_rows(rows, fns, num_proc)
     step("redact", len(rows), len(rows), {}, t0)
 
     keep = list(range(len(rows)))
@@ -141,7 +141,7 @@ def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
     clusters: dict = {}
     if data.dedup.exact:
         t0 = time.perf_counter()
-        kept, exact = clean.exact_dedup(rows, protected)
+        kept, exact = clean.exact_dedup(rows, protected, exact_keys)
         keep = kept
         step("dedup_exact", len(rows), len(keep), {"exact_duplicate": exact}, t0)
     if data.dedup.near:
@@ -160,7 +160,6 @@ def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
 
     t0 = time.perf_counter()
     view = tokenize.template_view(tokenizer)
-    num_proc = data.num_proc or tokenize.cpu_count()
     rendered = tokenize.render_all([rows[i] for i in keep], data.template.train_on, view, num_proc)
     rate_log: list = []
     ids, masks = tokenize.encode(tokenizer, rendered, rate_log=rate_log)
