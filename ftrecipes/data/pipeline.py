@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ftrecipes.data import cache, clean, compliance, formats, load, pack, pii, readers, report, tokenize
 from ftrecipes.errors import DataError, FtrecipesError
+from ftrecipes.monitor.progress import bar
 
 SPLITS = ("train", "validation", "test")
 
@@ -72,7 +73,8 @@ def run_prepare(recipe, run_dir: Path, tokenizer=None) -> dict:
                   f"files); no work done")
             summary = _summary(result, cached=True)
         else:
-            result = prepare(recipe, out, tokenizer, fp, inputs)
+            with bar("prepare", total=_planned_steps(data), enabled=recipe.logging.progress_bars) as advance:
+                result = prepare(recipe, out, tokenizer, fp, inputs, advance)
             if data.cache.enabled:
                 cache.store(fp, out)
             summary = _summary(result, cached=False)
@@ -108,8 +110,13 @@ def _summary(result: dict, cached: bool) -> dict:
             "rows_in": result["rows_in"], "packing_efficiency": (result.get("packing") or {}).get("efficiency")}
 
 
-def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
-    """All the work of the stage; writes every file and returns the report."""
+def _planned_steps(data) -> int:
+    return 8 + bool(data.dedup.exact) + bool(data.dedup.near) + bool(data.packing.enabled)
+
+
+def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict, advance=lambda n=1, info="": None) -> dict:
+    """All the work of the stage; writes every file and returns the report. `advance(n, info)` moves
+    the progress bar one step per cleaning step."""
     from omegaconf import OmegaConf
 
     data, started, timings, steps = recipe.data, time.perf_counter(), {}, []
@@ -117,6 +124,7 @@ def prepare(recipe, out: Path, tokenizer, fp: str, inputs: dict) -> dict:
     def step(name: str, n_in: int, n_out: int, removed: dict, t0: float) -> None:
         timings[name] = round(time.perf_counter() - t0, 3)
         steps.append({"step": name, "in": n_in, "out": n_out, "removed": dict(removed), "seconds": timings[name]})
+        advance(1, info=name)
 
     from datasets.utils.logging import disable_progress_bar
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ftrecipes.model.methods import method_callbacks
 from ftrecipes.monitor.health import Health
-from ftrecipes.monitor.progress import TrainProgress
+from ftrecipes.monitor.train_progress import TrainProgress
 from ftrecipes.monitor.resources import Throughput
 from ftrecipes.monitor.trackers import open_trackers
 from ftrecipes.train.metrics import MetricsJsonl
