@@ -104,6 +104,9 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
     if args.cfg:
         print(yaml.safe_dump(resolved.to_write, sort_keys=False), end="")
         return ExitCode.OK
+    from ftrecipes.config.advice import print_advice
+
+    print_advice(recipe)  # values outside the usual range: printed, never refused
     if recipe.dry_run:
         print(f"# resolved recipe '{resolved.name}' (from {', '.join(map(str, resolved.composed.sources))})")
         print(yaml.safe_dump(resolved.to_write, sort_keys=False))

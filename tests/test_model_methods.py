@@ -47,15 +47,25 @@ def test_full_trains_everything():
     model = apply_method(model, recipe)
     trainable, total = count_parameters(model)
     assert trainable == total
-    assert set(METHODS) == {"full", "lora"}
+    assert set(METHODS) == {"full", "lora", "qlora", "dora", "adalora", "ia3", "prompt_tuning", "p_tuning",
+                            "p_tuning_v2"}
 
 
-def test_qlora_is_declared_but_not_trainable_yet():
+def test_qlora_needs_a_quantized_base():
     recipe = resolve(["recipe=qwen32b_qlora"]).recipe
-    with pytest.raises(EnvironmentProblem, match="method 'qlora' is not trainable yet") as caught:
+    with pytest.raises(EnvironmentProblem, match="needs a base loaded through bitsandbytes") as caught:
         apply_method(small_llama(), recipe)
     assert caught.value.exit_code == ExitCode.ENVIRONMENT
-    assert "bitsandbytes" in caught.value.message and caught.value.hint
+    assert "load_model_and_tokenizer" in caught.value.hint
+
+
+def test_unknown_method_name_is_a_recipe_error():
+    class Fake:
+        class method:
+            name = "lorra"
+
+    with pytest.raises(RecipeError, match="method 'lorra' is unknown"):
+        apply_method(small_llama(), Fake)
 
 
 def test_missing_local_model_folder(tmp_path):

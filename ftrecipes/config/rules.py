@@ -83,13 +83,6 @@ def hardware_shape(recipe: dict, origins: dict[str, str]) -> list[Problem]:
     return problems
 
 
-def quantized_base_needs_gpu(recipe: dict, origins: dict[str, str]) -> list[Problem]:
-    if recipe["method"]["name"] == "qlora" and recipe["hardware"]["accelerator"] != "cuda":
-        return [_problem("method.name", "QLoRA's 4-bit base needs a CUDA GPU", origins,
-                         "pick a GPU preset (hardware=1x_rtx4090) or method=lora on CPU")]
-    return []
-
-
 def remote_code_from_command_line(recipe: dict, origins: dict[str, str]) -> list[Problem]:
     origin = origins.get("trust_remote_code", "")
     if recipe.get("trust_remote_code") and not origin.startswith("command line"):
@@ -112,7 +105,7 @@ def validation_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:
 
 
 RULES = (split_fractions, stage_order, held_out_for_evaluation, model_source, sequence_fits_model,
-         hardware_shape, quantized_base_needs_gpu, remote_code_from_command_line, validation_source,
+         hardware_shape, remote_code_from_command_line, validation_source,
          *METHOD_RULES, *OBJECTIVE_RULES)
 
 

@@ -107,6 +107,8 @@ def perplexity(model, tokenizer, rows: list[dict], batch_size: int, desc: str) -
             mask[i, : len(seq)] = 1
         with torch.no_grad():
             logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+        # Prompt tuning and p-tuning prepend virtual tokens, whose logits come first: keep the inputs'.
+        logits = logits[:, -width:]
         shift_logits, shift_labels = logits[:, :-1], labels[:, 1:].to(logits.device)
         nll = torch.nn.functional.cross_entropy(
             shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1), reduction="sum"

@@ -1,8 +1,12 @@
 """The export stage: write standalone weights that `from_pretrained` loads without peft.
 
-- LoRA-family `method.name` with `export.merge: true`: load the base plus `run_dir/adapter/`,
-  fold the adapter into the base weights (`merge_and_unload`), and save safetensors weights and
-  the tokenizer to `run_dir/model/`.
+- an adapter method that can merge (lora, dora, qlora, adalora, ia3) with `export.merge: true`:
+  load the base plus `run_dir/adapter/`, fold the adapter into the base weights
+  (`merge_and_unload`), and save safetensors weights and the tokenizer to `run_dir/model/`. A
+  `qlora` adapter is merged into the base loaded in `model.dtype`, not into the 4-bit one:
+  requantizing the merged weights would add a second rounding error.
+- an adapter method that cannot merge (prompt_tuning, p_tuning, p_tuning_v2): nothing is written;
+  `adapter/` is the result, and the reason is printed and returned.
 - `export.merge: false`: nothing is written; `adapter/` is the deliverable.
 - `method=full`: the train stage already wrote `run_dir/model/`; nothing to do.
 
@@ -14,25 +18,32 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftrecipes.errors import EnvironmentProblem
-from ftrecipes.model.methods import ADAPTER_METHODS
+from ftrecipes.methods import get
 
 
 def run_export(recipe, run_dir: Path) -> dict:
-    """Merges the adapter into the base when asked; returns what was written."""
+    """Merges the adapter into the base when asked and possible; returns what was written."""
     run_dir = Path(run_dir)
-    model_dir = run_dir / "model"
-    if recipe.method.name not in ADAPTER_METHODS:
+    model_dir, adapter_dir = run_dir / "model", run_dir / "adapter"
+    method = get(recipe.method.name)
+    if not method.adapter:
         if not (model_dir / "config.json").is_file():
             raise EnvironmentProblem(f"no trained model in {model_dir}", hint="run the train stage first")
-        print(f"export: method '{recipe.method.name}' trains full weights; {model_dir} is already written")
+        print(f"export: method '{method.name}' trains full weights; {model_dir} is already written")
         return {"written": [], "model": str(model_dir), "note": "full weights were saved by the train stage"}
     if not recipe.export.merge:
-        print(f"export: export.merge is false; the adapter in {run_dir / 'adapter'} is the result")
-        return {"written": [], "adapter": str(run_dir / "adapter")}
+        print(f"export: export.merge is false; the adapter in {adapter_dir} is the result")
+        return {"written": [], "adapter": str(adapter_dir)}
+    if not method.mergeable:
+        if not (adapter_dir / "adapter_config.json").is_file():
+            raise EnvironmentProblem(f"no trained adapter in {adapter_dir}", hint="run the train stage first")
+        note = f"method '{method.name}' cannot be merged into the base: {method.merge}"
+        print(f"export: {note}; the adapter in {adapter_dir} is the result")
+        return {"written": [], "adapter": str(adapter_dir), "note": note}
 
     from ftrecipes.model.load import load_tuned
 
-    tuned, tokenizer = load_tuned(recipe, run_dir)
+    tuned, tokenizer = load_tuned(recipe, run_dir, quantize=False)
     merged = tuned.merge_and_unload()
     merged.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)

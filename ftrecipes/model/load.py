@@ -10,9 +10,14 @@ Recipe keys:
 - `model.dtype`: `float32`, `bfloat16` or `float16`.
 - `model.attn_implementation`: passed to `from_pretrained` (`sdpa`, `eager`, `flash_attention_2`).
 - `trust_remote_code`: passed to `from_pretrained` for the model and the tokenizer.
+- `method.name`: a method registered with `quantized_base` (`qlora`) loads the base through
+  bitsandbytes (`method.quant_type`, `method.double_quant`, `method.compute_dtype`; see
+  `ftrecipes.methods.quantized`), on the device of `hardware.accelerator`, and checks that its
+  layers really are quantized.
 
 Raises `EnvironmentProblem` when a local folder is missing, or a hub model is neither cached nor
-downloadable; the message says what is missing and how to get it.
+downloadable, or bitsandbytes is missing or cannot run on the hardware; the message says what is
+missing and how to get it.
 """
 
 from __future__ import annotations
@@ -125,11 +130,24 @@ def load_tokenizer(recipe, path: str):
     return tokenizer
 
 
-def load_model_and_tokenizer(recipe, path: str | None = None):
-    """`(model, tokenizer)` for `recipe.model`, read from `path` (default: the resolved base)."""
+def load_model_and_tokenizer(recipe, path: str | None = None, quantize: bool | None = None):
+    """`(model, tokenizer)` for `recipe.model`, read from `path` (default: the resolved base).
+
+    `quantize` (default: whether the method wants a quantized base) loads it through bitsandbytes;
+    export passes False to merge an adapter into full-precision weights.
+    """
     from transformers import AutoModelForCausalLM
 
+    from ftrecipes.methods import get
+
     path = str(path or resolve_model_path(recipe))
+    quantize = get(recipe.method.name).quantized_base if quantize is None else quantize
+    extra = {}
+    if quantize:
+        from ftrecipes.methods import quantized
+
+        extra = {"quantization_config": quantized.quantization_config(recipe),
+                 "device_map": quantized.device_map(recipe)}
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -138,12 +156,15 @@ def load_model_and_tokenizer(recipe, path: str | None = None):
             attn_implementation=recipe.model.attn_implementation,
             trust_remote_code=recipe.trust_remote_code,
             use_safetensors=True,
+            **extra,
         )
     except OSError as exc:
         raise EnvironmentProblem(
             f"cannot load the model at '{path}': {exc}",
             hint="the folder or cache needs config.json and *.safetensors weights",
         ) from None
+    if quantize:
+        quantized.finish_load(model, recipe)
     tokenizer = load_tokenizer(recipe, path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -152,9 +173,10 @@ def load_model_and_tokenizer(recipe, path: str | None = None):
     return model, tokenizer
 
 
-def load_tuned(recipe, run_dir: Path, base=None):
-    """`(model, tokenizer)` after training: the base plus `run_dir/adapter/` for LoRA-family
-    methods (`base` may pass an already loaded `(model, tokenizer)`), else `run_dir/model/`."""
+def load_tuned(recipe, run_dir: Path, base=None, quantize: bool | None = None):
+    """`(model, tokenizer)` after training: the base plus `run_dir/adapter/` for adapter methods
+    (`base` may pass an already loaded `(model, tokenizer)`; `quantize` as in
+    `load_model_and_tokenizer`), else `run_dir/model/`."""
     from ftrecipes.model.methods import ADAPTER_METHODS
 
     run_dir = Path(run_dir)
@@ -164,7 +186,7 @@ def load_tuned(recipe, run_dir: Path, base=None):
         adapter = run_dir / "adapter"
         if not (adapter / "adapter_config.json").is_file():
             raise EnvironmentProblem(f"no trained adapter in {adapter}", hint="run the train stage first")
-        model, tokenizer = base if base is not None else load_model_and_tokenizer(recipe)
+        model, tokenizer = base if base is not None else load_model_and_tokenizer(recipe, quantize=quantize)
         return PeftModel.from_pretrained(model, adapter), tokenizer
     folder = run_dir / "model"
     if not (folder / "config.json").is_file():
