@@ -95,6 +95,8 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
 
     from ftrecipes import rundir
     from ftrecipes.distributed.command import build
+    from ftrecipes.distributed.engine import engine_files
+    from ftrecipes.distributed.slurm import render_sbatch
     from ftrecipes.plan.summary import build_plan, render
 
     recipe = resolved.recipe
@@ -107,13 +109,20 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
     from ftrecipes.config.advice import print_advice
 
     print_advice(recipe)  # values outside the usual range: printed, never refused
+    files = engine_files(recipe)
+    if recipe.hardware.accelerator == "cuda":
+        files["slurm.sbatch"] = render_sbatch(recipe, run_dir, str(command))
     if recipe.dry_run:
         print(f"# resolved recipe '{resolved.name}' (from {', '.join(map(str, resolved.composed.sources))})")
         print(yaml.safe_dump(resolved.to_write, sort_keys=False))
+        for name, text in files.items():
+            print(f"# {name} (written to the run dir at launch)\n{text}")
         print(render(plan, recipe, str(command)))
         print(f"\ndry run: nothing started. The run dir would be {run_dir}")
         return ExitCode.OK
     rundir.create(resolved, run_dir, overrides, {**plan, "command": str(command)})
+    for name, text in files.items():
+        (run_dir / name).write_text(text, encoding="utf-8")
     print(render(plan, recipe, str(command)))
     print(f"run dir: {run_dir}", flush=True)
     if command.in_process:

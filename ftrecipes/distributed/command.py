@@ -25,7 +25,8 @@ class LaunchCommand:
     world_size: int
 
     def __str__(self) -> str:
-        return shlex.join(self.argv)
+        # "${NODE_RANK}"-style placeholders stay expandable when the line is pasted into a shell
+        return " ".join(f'"{a}"' if a.startswith("${") else shlex.quote(a) for a in self.argv)
 
 
 def build(recipe, resolved_path: Path) -> LaunchCommand:
@@ -41,5 +42,5 @@ def build(recipe, resolved_path: Path) -> LaunchCommand:
     else:
         argv += ["--nnodes", str(hw["nodes"]), "--node_rank", "${NODE_RANK}",
                  "--rdzv_backend", "c10d", "--rdzv_id", "${RUN_ID}",
-                 "--rdzv_endpoint", "${MASTER_ADDR}:${MASTER_PORT:-29500}"]
+                 "--rdzv_endpoint", f"${{MASTER_ADDR}}:${{MASTER_PORT:-{hw.get('master_port', 29500)}}}"]
     return LaunchCommand(argv + target, False, world)
