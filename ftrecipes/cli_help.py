@@ -44,5 +44,6 @@ def render_help(config_dirs: list[str], usage: str) -> str:
               "  python -m ftrecipes.launch logging=[wandb,tensorboard] logging.project=my-project",
               "",
               f"Recipe folders searched, in order: {', '.join(str(d) for d in dirs)}",
-              "Exit codes: 0 ok, 2 recipe error, 3 data error, 4 environment, 5 training failure, 1 internal bug."]
+              "Exit codes: 0 ok, 2 recipe, 3 data, 4 diverged, 5 out of resources, 6 preempted (requeue),",
+              "            7 distributed timeout, 8 environment, 1 internal bug (docs/exit-codes.md)."]
     return "\n".join(lines)

@@ -270,12 +270,12 @@ def test_hub_dataset_offline_is_an_environment_problem(tokenizer, tmp_path, monk
     with pytest.raises(EnvironmentProblem, match="Hugging Face dataset 'no-such-org/no-such-set' .split test. "
                                                  "could not be loaded: the hub is unreachable") as info:
         run_prepare(recipe, tmp_path / "run", tokenizer=tokenizer)
-    assert info.value.exit_code == 4 and "HF_HUB_OFFLINE=1" in info.value.hint
+    assert info.value.exit_code == 8 and "HF_HUB_OFFLINE=1" in info.value.hint
     tokenizer.save_pretrained(tmp_path / "tok")
     (tmp_path / "tok" / "config.json").write_text(json.dumps({"model_type": "llama"}))
     result = run_cli("stages=[prepare]", "data=quickstart", "data.path=hf:no-such-org/no-such-set",
                      "model.source=local", f"model.path={tmp_path / 'tok'}", f"run_dir={tmp_path / 'cli'}")
-    assert result.code == 4 and "Traceback" not in result.err and "could not be loaded" in result.err
+    assert result.code == 8 and "Traceback" not in result.err and "could not be loaded" in result.err
 
 
 def test_hub_dataset_missing_from_the_offline_cache(tokenizer, tmp_path, monkeypatch):

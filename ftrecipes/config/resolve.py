@@ -1,6 +1,7 @@
 """From command-line overrides to a strict, validated recipe: compose, resolve, validate, freeze.
 
-The result is an OmegaConf config in struct and read-only mode: reading a misspelled key raises,
+`safety` checks run first (URL folders, Hydra settings, `_target_` keys), before composition and
+before any interpolation is resolved. The result is an OmegaConf config in struct and read-only mode: reading a misspelled key raises,
 and nothing can change a value after validation. `${oc.env:...}` values are resolved for
 validation but kept as written in `recipe.resolved.yaml`, so no secret lands in the run dir.
 """
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ftrecipes.config import safety
 from ftrecipes.config.compose import Composed, compose
 from ftrecipes.config.problems import Problem, RecipeProblems
 from ftrecipes.config.provenance import origin_of
@@ -35,8 +37,14 @@ class Resolved:
 
 
 def resolve(overrides: list[str], config_dirs=()) -> Resolved:
+    unsafe = safety.check_sources(overrides, config_dirs, safety.env_dirs())
+    if unsafe:
+        raise RecipeProblems(unsafe)
     composed = compose(overrides, config_dirs)
     raw = OmegaConf.to_container(composed.cfg, resolve=False)
+    unsafe = safety.check_targets(raw, composed.origins)
+    if unsafe:
+        raise RecipeProblems(unsafe)
     resolved, problems = _resolve_interpolations(composed)
     validated_problems, filled = validate(resolved, composed.origins)
     problems += validated_problems
