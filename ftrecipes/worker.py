@@ -20,7 +20,7 @@ from ftrecipes.errors import ExitCode, report_errors
 
 STAGES = {
     "prepare": "ftrecipes.data.pipeline:run_prepare",
-    "train": "ftrecipes.train.sft:run_train",
+    "train": "ftrecipes.train.stage:run_train",
     "evaluate": "ftrecipes.evaluate.heldout:run_evaluate",
     "export": "ftrecipes.export.merge:run_export",
 }

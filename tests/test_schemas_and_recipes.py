@@ -29,8 +29,8 @@ def test_every_object_rejects_unknown_keys(path):
     schema = json.loads(path.read_text())
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
     for where, node in _objects(schema, path.name):
-        if path.name == "method.schema.json" and (where == path.name or where.endswith("/if")):
-            continue  # the method fragments (method/*.schema.json) close it per method name
+        if path.name in ("method.schema.json", "objective.schema.json") and (where == path.name or where.endswith("/if")):
+            continue  # the fragments (method/*.schema.json, objective/*.schema.json) close it per name
         assert node.get("additionalProperties") is False, where
 
 
@@ -43,11 +43,22 @@ def test_recipe_files_open_with_the_command_and_a_schema_header(path):
     assert (path.parent / schema_ref).resolve().is_file(), schema_ref
 
 
+# Options that validate only next to a partner: a GPU preset, or an objective that trains on the
+# data's rows (and data whose rows the objective trains on).
+PARTNERS = {
+    "qlora": ["hardware=1x_a100_80g"],
+    "dpo": ["data=dpo_en_demo"],
+    "dpo_en_demo": ["objective=dpo"],
+    "pretrain": ["data=alpaca_en_text", "stages=[prepare,train]"],
+    "alpaca_en_text": ["objective=pretrain", "stages=[prepare,train]"],
+}
+
+
 @pytest.mark.parametrize("path", [p for p in RECIPES if p.parent.name != "recipe" and p.name != "config.yaml"],
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_option_composes_and_validates(path):
     group, option = path.parent.name, path.stem
-    extra = ["hardware=1x_a100_80g"] if option == "qlora" else []
+    extra = PARTNERS.get(option, [])
     resolved = resolve([f"{group}={option}", *extra])
     assert resolved.choices[group] == option
 

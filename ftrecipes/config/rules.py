@@ -83,12 +83,25 @@ def hardware_shape(recipe: dict, origins: dict[str, str]) -> list[Problem]:
     return problems
 
 
+# Keys that make ftrecipes run code from elsewhere: only the person at the command line may set them.
+COMMAND_LINE_ONLY = {
+    "trust_remote_code": ("a recipe file may not turn on remote code",
+                          "pass trust_remote_code=true on the command line if you trust the model's code"),
+    "reward_modules": ("a recipe file may not allowlist reward modules (their code would run)",
+                       "pass reward_modules=[mypkg.rewards] on the command line if you trust that module"),
+}
+
+
 def remote_code_from_command_line(recipe: dict, origins: dict[str, str]) -> list[Problem]:
-    origin = origins.get("trust_remote_code", "")
-    if recipe.get("trust_remote_code") and not origin.startswith("command line"):
-        return [Problem("trust_remote_code", "a recipe file may not turn on remote code", origin,
-                        "pass trust_remote_code=true on the command line if you trust the model's code")]
-    return []
+    problems = []
+    for key, (message, hint) in COMMAND_LINE_ONLY.items():
+        origin = origins.get(key, "")
+        # a worker re-validates the run dir's recipe.resolved.yaml (origin: its path, no line), which
+        # only the launcher writes, after this rule passed on the command line it was given
+        recorded = origin.endswith("recipe.resolved.yaml")
+        if recipe.get(key) and not (origin.startswith("command line") or recorded):
+            problems.append(Problem(key, message, origin, hint))
+    return problems
 
 
 def validation_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:

@@ -13,6 +13,10 @@ prints a small table.
 - perplexity: exp of the mean token negative log-likelihood of the reference completion (as the
   chat template renders it, end-of-turn token included) given the prompt.
 
+Preference rows (`objective=dpo` data) are scored by chosen-versus-rejected log-probabilities
+instead (`preference_summary`): `preference_accuracy` per model and the tuned model's
+`reward_accuracy` (DPO's implicit reward against the base), in the same files.
+
 Recipe keys: `evaluate.split` (`test`, falling back to `validation` when empty),
 `evaluate.max_samples`, `evaluate.max_new_tokens`, `evaluate.batch_size`, `evaluate.metrics`
 (`exact_match`, `perplexity`), `evaluate.compare_base` (also score the untuned base). The tuned
@@ -140,6 +144,14 @@ def run_evaluate(recipe, run_dir: Path) -> dict:
     split, rows = heldout_rows(recipe, run_dir)
     out = run_dir / "eval"
     out.mkdir(parents=True, exist_ok=True)
+    if "chosen" in rows[0]:
+        summary, samples = preference_summary(recipe, run_dir, rows)
+        summary["split"] = split
+        with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
+            f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        print(format_preference_table(summary))
+        return summary
     summary: dict = {}
     predictions: dict[str, list[str]] = {}
     base = None
@@ -175,4 +187,96 @@ def format_table(summary: dict) -> str:
             lines.append(
                 f"{name:<8}{cell(s['exact_match'], '.3f'):>13}{cell(s['perplexity'], '.3f'):>13}{s['n_samples']:>9}"
             )
+    return "\n".join(lines)
+
+
+# Preference rows (objective=dpo data): chosen against rejected, instead of generation.
+
+
+def completion_logps(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int, desc: str) -> list[float]:
+    """Sum of log p(completion tokens | prompt) for each `(prompt_ids, completion_ids)` pair."""
+    import torch
+    from tqdm.auto import tqdm
+
+    out: list[float] = []
+    pad = tokenizer.pad_token_id
+    for batch in tqdm(list(_batches(pairs, batch_size)), desc=desc, unit="batch"):
+        width = max(len(p) + len(c) for p, c in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for i, (p, c) in enumerate(batch):
+            ids[i, : len(p) + len(c)] = torch.tensor(p + c)
+            labels[i, len(p) : len(p) + len(c)] = torch.tensor(c)
+            mask[i, : len(p) + len(c)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+        logits = logits[:, -width:]  # prompt-learning adapters prepend virtual tokens' logits
+        shift_labels = labels[:, 1:].to(logits.device)
+        logps = torch.log_softmax(logits[:, :-1], dim=-1)
+        picked = logps.gather(-1, shift_labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        out += (picked * (shift_labels != -100)).sum(dim=1).tolist()
+    return out
+
+
+def preference_pairs(tokenizer, rows: list[dict], limit: int) -> tuple[list[int], list, list]:
+    """Token pairs for chosen and rejected, cut to `limit` tokens from the end as DPO training
+    does; rows whose prompt alone fills `limit` are left out (their indices are not returned)."""
+    kept, chosen, rejected = [], [], []
+    for index, row in enumerate(rows):
+        p, c = _completion_ids(tokenizer, row["messages"], row["chosen"])
+        p2, r = _completion_ids(tokenizer, row["messages"], row["rejected"])
+        cut = min(len(p), len(p2))
+        if cut >= limit:
+            continue
+        prompt = p[:cut]
+        kept.append(index)
+        chosen.append((prompt, (p[cut:] + c)[: limit - cut]))
+        rejected.append((prompt, (p2[cut:] + r)[: limit - cut]))
+    return kept, chosen, rejected
+
+
+def preference_summary(recipe, run_dir: Path, rows: list[dict]) -> tuple[dict, list[dict]]:
+    """`(summary, samples)` for preference rows, base and tuned.
+
+    - `preference_accuracy`: how often the model gives the chosen answer a higher log-probability
+      than the rejected one (per model).
+    - `reward_accuracy` (tuned): how often DPO's implicit reward, log p_tuned - log p_base, is
+      higher for the chosen answer; above 0.5 means training moved toward the chosen answers.
+
+    Reads `evaluate.batch_size` and `data.max_seq_len`; the base is always scored (the reward
+    needs it), whatever `evaluate.compare_base` says.
+    """
+    base, tokenizer = load_model_and_tokenizer(recipe)
+    kept, chosen, rejected = preference_pairs(tokenizer, rows, recipe.data.max_seq_len)
+    if not kept:
+        raise DataError("every held-out preference prompt fills data.max_seq_len", hint="raise data.max_seq_len")
+    size = recipe.evaluate.batch_size
+    base.eval()
+    logps = {"base": (completion_logps(base, tokenizer, chosen, size, "chosen (base)"),
+                      completion_logps(base, tokenizer, rejected, size, "rejected (base)"))}
+    tuned, tokenizer = load_tuned(recipe, run_dir, (base, tokenizer))
+    tuned.eval()
+    logps["tuned"] = (completion_logps(tuned, tokenizer, chosen, size, "chosen (tuned)"),
+                      completion_logps(tuned, tokenizer, rejected, size, "rejected (tuned)"))
+    n = len(kept)
+    summary: dict = {name: {"preference_accuracy": sum(c > r for c, r in zip(*pair)) / n, "n_samples": n}
+                     for name, pair in logps.items()}
+    margins = [(tc - bc) - (tr - br) for tc, bc, tr, br in zip(logps["tuned"][0], logps["base"][0],
+                                                                  logps["tuned"][1], logps["base"][1])]
+    summary["tuned"]["reward_accuracy"] = sum(m > 0 for m in margins) / n
+    summary["tuned"]["reward_margin"] = sum(margins) / n
+    samples = [{"row": index, "prompt": rows[index]["messages"],
+                **{f"{name}_logps": [logps[name][0][k], logps[name][1][k]] for name in logps},
+                "reward_margin": margins[k]} for k, index in enumerate(kept)]
+    return summary, samples
+
+
+def format_preference_table(summary: dict) -> str:
+    lines = [f"{'model':<8}{'pref_accuracy':>15}{'reward_accuracy':>17}{'samples':>9}"]
+    for name in ("base", "tuned"):
+        s = summary[name]
+        reward = s.get("reward_accuracy")
+        lines.append(f"{name:<8}{s['preference_accuracy']:>15.3f}{'-' if reward is None else format(reward, '.3f'):>17}"
+                     f"{s['n_samples']:>9}")
     return "\n".join(lines)

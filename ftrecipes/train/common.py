@@ -1,0 +1,196 @@
+"""What every objective's trainer shares: rows, the model, TRL arguments, saving, the summary.
+
+An objective module (sft, dpo, grpo, pretrain) reads its rows with `load_rows`, gets the model
+with `setup_model` (base + `apply_method`), builds its TRL config from `training_arguments`,
+passes `standard_callbacks` to its trainer, and ends with `finish`. The keys each helper reads are
+listed in its docstring.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ftrecipes.data.splits import read_split
+from ftrecipes.errors import DataError
+from ftrecipes.train.stage import ACCEPTS, SUGGESTED_FORMAT
+
+
+def row_kind(row: dict) -> str:
+    """`sft`, `preference`, `prompt` or `text` (the internal row forms of docs/data.md)."""
+    if "text" in row:
+        return "text"
+    if "chosen" in row:
+        return "preference"
+    messages = row.get("messages") or []
+    return "sft" if messages and messages[-1]["role"] == "assistant" else "prompt"
+
+
+def load_rows(recipe, run_dir: Path) -> tuple[list[dict], list[dict]]:
+    """`(train, validation)` rows from `run_dir/data/`, checked against `objective.name`.
+
+    Reads `objective.name` and `data.format` (for the message). Raises `DataError` when the train
+    split is empty or holds rows the objective cannot train on (counts only, never content).
+    """
+    train = read_split(run_dir, "train")
+    if not train:
+        raise DataError(
+            f"no training rows in {Path(run_dir) / 'data' / 'train.jsonl'}",
+            hint="run the prepare stage first, or lower data.split.validation and data.split.test",
+        )
+    validation = read_split(run_dir, "validation")
+    name = recipe.objective.name
+    accepted = ACCEPTS[name]
+    kinds: dict[str, int] = {}
+    for row in train + validation:
+        kind = row_kind(row)
+        kinds[kind] = kinds.get(kind, 0) + 1
+    wrong = {k: n for k, n in kinds.items() if k not in accepted}
+    if wrong:
+        found = ", ".join(f"{n} {k} row{'s' if n != 1 else ''}" for k, n in sorted(wrong.items()))
+        raise DataError(
+            f"objective.name={name} cannot train on the prepared data: it has {found} "
+            f"(data.format={recipe.data.format}); {name} trains on {' or '.join(accepted)} rows",
+            hint=f"set data.format to {SUGGESTED_FORMAT[name]} with matching data, or pick another objective",
+        )
+    return train, validation
+
+
+def setup_model(recipe, train_rows: int):
+    """`(model, tokenizer, trainable, total)`: the base (`model.*`) with `method.*` applied.
+
+    `seed` is set first, so adapter initialisation is reproducible; the step count the method
+    may need (AdaLoRA's schedule) comes from `train.*` and the row count.
+    """
+    from transformers import set_seed
+
+    from ftrecipes.model.load import load_model_and_tokenizer
+    from ftrecipes.model.methods import apply_method, count_parameters
+    from ftrecipes.train.schedule import total_optimizer_steps
+
+    set_seed(recipe.seed)
+    model, tokenizer = load_model_and_tokenizer(recipe)
+    model = apply_method(model, recipe, total_steps=total_optimizer_steps(recipe, train_rows))
+    trainable, total = count_parameters(model)
+    print(f"train: {recipe.objective.name} with {recipe.method.name} on {recipe.model.name}: "
+          f"{trainable:,} of {total:,} parameters train")
+    return model, tokenizer, trainable, total
+
+
+def precision(recipe) -> str:
+    """`bf16`, `fp16` or `no`: `hardware.mixed_precision`, always `no` on the CPU."""
+    return "no" if recipe.hardware.accelerator == "cpu" else recipe.hardware.mixed_precision
+
+
+def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
+    """Keyword arguments shared by every TRL config (SFTConfig, DPOConfig, GRPOConfig).
+
+    TRL's configs default to bf16 and gradient checkpointing; both are set here from the recipe,
+    so a CPU or fp16 preset never inherits them. Keys:
+
+    - schedule: `train.epochs`, `train.max_steps` (overrides epochs), `train.micro_batch_size`,
+      `train.gradient_accumulation_steps`, `train.lr_scheduler`, `train.warmup_ratio`,
+      `train.weight_decay`, `train.max_grad_norm`, `train.optimizer`; `method.learning_rate`.
+    - memory: `train.gradient_checkpointing`; precision and device: `hardware.accelerator`,
+      `hardware.mixed_precision`.
+    - validation: every `train.eval_interval` steps, once per epoch when null, never without rows.
+    - logging: `logging.log_interval`; trackers, health checks and the progress bar come from
+      `ftrecipes.train.callbacks.standard_callbacks`.
+    - reproducibility: `seed`.
+    """
+    train = recipe.train
+    on_cpu = recipe.hardware.accelerator == "cpu"
+    mixed = precision(recipe)
+    if not has_eval:
+        eval_strategy, eval_steps = "no", None
+    elif train.eval_interval is None:
+        eval_strategy, eval_steps = "epoch", None
+    else:
+        eval_strategy, eval_steps = "steps", train.eval_interval
+    return dict(
+        output_dir=str(Path(run_dir) / "checkpoints"),
+        num_train_epochs=train.epochs,
+        max_steps=-1 if train.max_steps is None else train.max_steps,
+        per_device_train_batch_size=train.micro_batch_size,
+        per_device_eval_batch_size=train.micro_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        learning_rate=recipe.method.learning_rate,
+        lr_scheduler_type=train.lr_scheduler,
+        warmup_steps=float(train.warmup_ratio),  # a float below 1 is a ratio of the total steps
+        weight_decay=train.weight_decay,
+        max_grad_norm=train.max_grad_norm,
+        optim=train.optimizer,
+        gradient_checkpointing=train.gradient_checkpointing,
+        bf16=mixed == "bf16",
+        fp16=mixed == "fp16",
+        use_cpu=on_cpu,
+        dataloader_pin_memory=not on_cpu,
+        eval_strategy=eval_strategy,
+        eval_steps=eval_steps,
+        logging_steps=recipe.logging.log_interval,
+        logging_first_step=True,
+        disable_tqdm=True,  # ftrecipes.monitor.progress draws the bar (logging.progress_bars)
+        include_num_input_tokens_seen="non_padding",  # tokens/s and MFU in metrics.jsonl
+        report_to=[],
+        save_strategy="no",
+        seed=recipe.seed,
+        data_seed=recipe.seed,
+    )
+
+
+def output_dir(recipe, run_dir: Path) -> Path:
+    """`run_dir/adapter/` for adapter methods (`method.name`), else `run_dir/model/`."""
+    from ftrecipes.model.methods import ADAPTER_METHODS
+
+    return Path(run_dir) / ("adapter" if recipe.method.name in ADAPTER_METHODS else "model")
+
+
+def save(trainer, tokenizer, recipe, run_dir: Path) -> Path:
+    """Saves safetensors weights and the tokenizer; returns the folder.
+
+    DPO and GRPO (with a KL term) give a PEFT model a frozen `ref` copy of the adapter as their
+    reference; only the trained `default` adapter is saved, so `adapter/` reloads as usual.
+    """
+    out = output_dir(recipe, run_dir)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(out, safe_serialization=True, selected_adapters=["default"])
+    else:
+        model.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def run_and_save(trainer, tokenizer, recipe, run_dir: Path, metrics, sizes: tuple[int, int]) -> dict:
+    """Trains, saves, prints one line and returns the summary every objective reports:
+    `saved, steps, first_loss, last_loss, train_loss, train_seconds, trainable_params, total_params`."""
+    started = time.time()
+    result = trainer.train()
+    seconds = time.time() - started
+    out = save(trainer, tokenizer, recipe, run_dir)
+    losses = metrics.losses()
+    summary = {
+        "objective": recipe.objective.name,
+        "saved": str(out),
+        "steps": result.global_step,
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "train_loss": result.training_loss,
+        "train_seconds": round(seconds, 1),
+        "trainable_params": sizes[0],
+        "total_params": sizes[1],
+        "trainable_fraction": sizes[0] / sizes[1] if sizes[1] else 0.0,  # asked for by the methods layer
+    }
+    if losses:
+        print(f"train: {result.global_step} steps in {seconds:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
+    print(f"train: saved {out}")
+    return summary
+
+
+def first_and_last(metrics, key: str, window: int = 1) -> tuple[float | None, float | None]:
+    """The mean of `key` over the first and the last `window` logged training rows."""
+    values = [row[key] for row in metrics.rows if key in row and not any(k.startswith("eval_") for k in row)]
+    if not values:
+        return None, None
+    window = max(1, min(window, len(values) // 2 or 1))
+    return sum(values[:window]) / window, sum(values[-window:]) / window
