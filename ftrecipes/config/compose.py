@@ -68,7 +68,21 @@ def make_loader(dirs: list[Path]):
     for index, path in enumerate(dirs):
         search_path.append("main" if index == len(dirs) - 1 else "ftrecipes-user", path.as_uri())
     search_path.append("schema", "structured://")
-    return ConfigLoaderImpl(config_search_path=search_path)
+    return _recording_loader_class(ConfigLoaderImpl)(config_search_path=search_path)
+
+
+def _recording_loader_class(base):
+    """Hydra's loader, keeping the defaults list it composed from, so that list is not computed
+    (and every file parsed) a second time through `compute_defaults_list`."""
+
+    class RecordingLoader(base):
+        last_defaults: list = []
+
+        def _compose_config_from_defaults_list(self, defaults, repo):
+            self.last_defaults = list(defaults)
+            return super()._compose_config_from_defaults_list(defaults=defaults, repo=repo)
+
+    return RecordingLoader
 
 
 def group_options(loader, group: str) -> list[str]:
@@ -86,7 +100,6 @@ def compose(overrides: list[str], config_dirs=(), config_name: str = PRIMARY) ->
     for _ in range(len(overrides) + 1):
         try:
             cfg = loader.load_configuration(config_name, effective, RunMode.RUN)
-            defaults = loader.compute_defaults_list(config_name, effective, RunMode.RUN)
             break
         except Exception as exc:  # noqa: BLE001 - every Hydra failure is restated below
             retry = _as_addition(exc, effective)
@@ -97,7 +110,7 @@ def compose(overrides: list[str], config_dirs=(), config_name: str = PRIMARY) ->
     with open_dict(cfg):
         del cfg["hydra"]
     sources = []
-    for entry in defaults.defaults:
+    for entry in loader.last_defaults:
         if entry.config_path is None or entry.config_path.startswith("hydra/"):
             continue
         found = _find(entry.config_path, dirs)

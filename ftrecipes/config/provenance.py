@@ -7,6 +7,7 @@ error can say `recipes/method/lora.yaml:7` instead of just `method.r`.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -38,13 +39,24 @@ def file_origins(sources: list[tuple[str, Path]]) -> dict[str, str]:
     origins: dict[str, str] = {}
     for package, path in sources:
         try:
-            root = yaml.compose(path.read_text(), Loader=yaml.SafeLoader)
-        except (OSError, yaml.YAMLError):
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
             continue  # composition already reported any unreadable file
-        if root is None:
-            continue
         prefix = f"{package}." if package else ""
-        _walk(root, prefix, origins, display_path(path))
+        origins.update(_origins_of_text(text, prefix, display_path(path)))
+    return origins
+
+
+@functools.lru_cache(maxsize=512)
+def _origins_of_text(text: str, prefix: str, where: str) -> dict[str, str]:
+    """One file's origins; cached on its text, since every run re-reads the same few files."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    origins: dict[str, str] = {}
+    if root is not None:
+        _walk(root, prefix, origins, where)
     return origins
 
 
