@@ -10,8 +10,9 @@ if [ -z "${PIP_FIND_LINKS:-}" ] && [ -d /opt/wheels ]; then export PIP_FIND_LINK
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-if ! .venv/bin/python -c "import ftrecipes, torch, trl, peft, pytest, wandb, tensorboard, mlflow, bitsandbytes" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import ftrecipes, torch, trl, peft, pytest, wandb, tensorboard, mlflow, bitsandbytes, lm_eval, fastapi, uvicorn, openai" >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet torch==2.13.0
-  .venv/bin/python -m pip install --quiet -e ".[dev,track,qlora]"  # qlora: bitsandbytes, for the QLoRA tests
+  # qlora: bitsandbytes, for the QLoRA tests; eval: lm-eval and serve: transformers serve, for their tests
+  .venv/bin/python -m pip install --quiet -e ".[dev,track,qlora,eval,serve]"
 fi
