@@ -93,7 +93,8 @@ def test_one_base_with_a_lora_adapter_per_tenant(tuned_run, tmp_path):  # noqa: 
 def test_argument_errors_are_clear(tuned_run):  # noqa: F811
     _, run_dir = tuned_run
     result = run_module("ftrecipes.serve", f"run_dir={run_dir}", "prot=8001")
-    assert result.code == ExitCode.RECIPE and "unknown argument 'prot'" in result.err and "did you mean port=?" in result.err
+    assert result.code == ExitCode.RECIPE
+    assert "unknown argument 'prot'" in result.err and "did you mean port=?" in result.err
     result = run_module("ftrecipes.serve", f"run_dir={run_dir}", "backend=transformer")
     assert result.code == ExitCode.RECIPE and "did you mean backend=transformers?" in result.err
     result = run_module("ftrecipes.serve", f"run_dir={run_dir}", "backend=transformers", "host=0.0.0.0")

@@ -140,7 +140,8 @@ def read_sheets(run_dir: Path, sheets: list[Path]) -> list[dict]:
             seen[rater, item] = where
             scores = _score(where, row, problems)
             if scores:
-                ratings.append({"id": item, "rater": rater, **scores, "comment": row["comment"].strip(), "where": where})
+                ratings.append({"id": item, "rater": rater, **scores, "comment": row["comment"].strip(),
+                                "where": where})
     if not problems and not ratings:
         problems.append(f"{sheets[0]}: no item is scored; fill accuracy_1_5, format_compliant_yn and safe_yn")
     if problems:
@@ -216,9 +217,9 @@ def format_review(result: dict) -> str:
         def show(value) -> str:
             return "-" if value is None else f"{value:.2f}"
 
-        a = agreement["accuracy"]
+        a, fmt_a, safe_a = (agreement[k] for k in ("accuracy", "format_compliant", "safe"))
         lines.append(f"  agreement on {agreement['items_rated_by_several']} items: accuracy alpha "
                      f"{show(a['krippendorff_alpha_interval'])} (exact {show(a['exact'])}, within 1 "
-                     f"{show(a['within_1'])}); format alpha {show(agreement['format_compliant']['krippendorff_alpha_nominal'])};"
-                     f" safe alpha {show(agreement['safe']['krippendorff_alpha_nominal'])}")
+                     f"{show(a['within_1'])}); format alpha {show(fmt_a['krippendorff_alpha_nominal'])};"
+                     f" safe alpha {show(safe_a['krippendorff_alpha_nominal'])}")
     return "\n".join(lines)

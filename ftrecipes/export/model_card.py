@@ -122,7 +122,8 @@ def limitations(recipe: dict, report: dict, ev: dict, summary: dict) -> list[str
     model = recipe.get("model", {})
     if model.get("source") == "build":
         out.append("The base is ftrecipes' tiny demonstration model, built locally: not for real use.")
-    out.append(f"The base model's own limitations, biases and license ({model.get('path') or model.get('name')}) apply.")
+    name = model.get("path") or model.get("name")
+    out.append(f"The base model's own limitations, biases and license ({name}) apply.")
     return [f"- {line}" for line in out]
 
 
@@ -149,8 +150,10 @@ def write_model_card(run_dir: Path, out_dir: Path) -> Path:
              f"Written by ftrecipes on {_dt.date.today().isoformat()} from the run dir `{run_dir.resolve()}`. "
              f"This folder holds {holds}.", "",
              "## Model", ""]
-    lines += _table(["", ""], [["base", base + (f" (revision {model.get('revision') or 'main'})" if model.get("source") == "hub" else "")],
-                               ["method", f"{method.get('name')}: " + ", ".join(f"{k}={v}" for k, v in settings.items())],
+    revision = f" (revision {model.get('revision') or 'main'})" if model.get("source") == "hub" else ""
+    lines += _table(["", ""], [["base", base + revision],
+                               ["method", f"{method.get('name')}: " + ", ".join(f"{k}={v}"
+                                                                                for k, v in settings.items())],
                                ["objective", objective.get("name")],
                                ["training", f"epochs {train.get('epochs')}, max_steps {train.get('max_steps')}, "
                                             f"micro batch {train.get('micro_batch_size')} x accumulation "
@@ -174,7 +177,8 @@ def write_model_card(run_dir: Path, out_dir: Path) -> Path:
         lines += ["## Training", "", f"{summary.get('steps')} steps, loss {_fmt(summary.get('first_loss'))} -> "
                   f"{_fmt(summary.get('last_loss'))}, best validation loss {_fmt(summary.get('best_eval_loss'))}, "
                   f"{_fmt(summary.get('wall_seconds'), 1)} s wall time.", ""]
-    lines += ["## Evaluation", "", *_evaluation(ev), "## Limitations", "", *limitations(recipe, report, ev, summary), ""]
+    lines += ["## Evaluation", "", *_evaluation(ev),
+              "## Limitations", "", *limitations(recipe, report, ev, summary), ""]
     loader = ("from peft import AutoPeftModelForCausalLM\n"
               f"model = AutoPeftModelForCausalLM.from_pretrained(\"{out_dir.resolve()}\")") if adapter else (
               "from transformers import AutoModelForCausalLM\n"

@@ -190,7 +190,8 @@ def serve_plan(args: dict) -> dict:
         from ftrecipes.model.load import FALLBACK_CHAT_TEMPLATE
 
         template = FALLBACK_CHAT_TEMPLATE
-        notes.append("no chat template was saved with the model: using ftrecipes' '### role:' fallback, as training did")
+        notes.append("no chat template was saved with the model: using ftrecipes' '### role:' fallback, "
+                     "as training did")
     plan = {
         "backend": backend, "model": model_path, "revision": revision, "served_model_name": served_name,
         "host": args["host"], "port": args["port"], "dtype": str(recipe.model.dtype),
