@@ -67,7 +67,7 @@ def grpo_batch_holds_whole_groups(recipe: dict, origins: dict[str, str]) -> list
     generations, micro = objective["num_generations"], recipe["train"]["micro_batch_size"]
     world = _world_size(recipe["hardware"])
     if (micro * world) % generations:
-        per_step = f"{micro} x {world} devices" if world > 1 else f"{micro}"
+        per_step = f"{micro} per device x {world} devices = {micro * world}" if world > 1 else f"{micro}"
         return [_problem("train.micro_batch_size", f"train.micro_batch_size ({per_step} completions per step) "
                          f"is not a multiple of objective.num_generations={generations}", origins,
                          f"set train.micro_batch_size to a multiple of {generations} (it counts completions: "
