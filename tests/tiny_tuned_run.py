@@ -36,35 +36,45 @@ SMALL = [
 ]
 
 
-@pytest.fixture(scope="session")
-def tuned_run(tmp_path_factory):
-    """`(recipe, run_dir)` of a finished run: adapter/, merged model/, eval/, summary.json."""
+_BUILT: dict = {}  # one run per test session, however many test modules import the fixture
+
+
+def _build(root):
     from ftrecipes.config.resolve import resolve
     from ftrecipes.data import synth_invoices
     from ftrecipes.data.pipeline import run_prepare
     from ftrecipes.evaluate.heldout import run_evaluate
     from ftrecipes.export.merge import run_export
     from ftrecipes.monitor.summary import finish_run
-    from ftrecipes.rundir import RESOLVED, create
+    from ftrecipes.rundir import create
     from ftrecipes.train.sft import run_train
 
-    root = tmp_path_factory.mktemp("tuned")
-    saved = os.environ.get("FTRECIPES_CACHE")
-    os.environ["FTRECIPES_CACHE"] = str(root / "cache")  # subprocesses of the tests inherit it
     data = root / "invoices.jsonl"
     synth_invoices.write_jsonl(synth_invoices.sft_rows(300, seed=3), data)
     run_dir = root / "run"
     argv = [*SMALL, f"data.path={data}", f"run_dir={run_dir}"]
     resolved = resolve(argv)
     create(resolved, run_dir, argv, {})
-    assert (run_dir / RESOLVED).is_file()
-    recipe = resolved.recipe
     started = time.perf_counter()
+    for stage in (run_prepare, run_train, run_evaluate, run_export):
+        stage(resolved.recipe, run_dir)
+    finish_run(resolved.recipe, run_dir, time.perf_counter() - started)
+    return resolved.recipe, run_dir
+
+
+@pytest.fixture(scope="session")
+def tuned_run(tmp_path_factory):
+    """`(recipe, run_dir)` of a finished run: adapter/, merged model/, eval/, summary.json."""
+    # Each importing module gets its own copy of this fixture, so the run itself is memoized.
+    if "root" not in _BUILT:
+        _BUILT["root"] = tmp_path_factory.mktemp("tuned")
+    root = _BUILT["root"]
+    saved = os.environ.get("FTRECIPES_CACHE")
+    os.environ["FTRECIPES_CACHE"] = str(root / "cache")  # the tiny base; subprocesses inherit it
     try:
-        for stage in (run_prepare, run_train, run_evaluate, run_export):
-            stage(recipe, run_dir)
-        finish_run(recipe, run_dir, time.perf_counter() - started)
-        yield recipe, run_dir
+        if "run" not in _BUILT:
+            _BUILT["run"] = _build(root)
+        yield _BUILT["run"]
     finally:
         if saved is None:
             os.environ.pop("FTRECIPES_CACHE", None)

@@ -159,7 +159,9 @@ three scores empty to skip an item. Do not edit the other columns. Then run
 
 def render_html(items: list[dict], split: str, seed: int, run_dir: Path) -> str:
     def cell(text) -> str:
-        return f"<pre>{html.escape(text)}</pre>" if text else '<span class="empty">(none)</span>'
+        if not text or not text.strip():
+            return f'<span class="empty">({"only whitespace" if text else "none"})</span>'
+        return f"<pre>{html.escape(text)}</pre>"
 
     body = "".join(
         f'<section id="{html.escape(i["id"])}"><h2>{n}. {html.escape(i["id"])}</h2><table>'
