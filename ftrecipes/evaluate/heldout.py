@@ -50,19 +50,29 @@ def heldout_rows(recipe, run_dir: Path) -> tuple[str, list[dict]]:
     return split, rows[: recipe.evaluate.max_samples]
 
 
+def _progress(batches: list, desc: str, enabled: bool):
+    """Yields the batches under a rich progress bar (`logging.progress_bars`)."""
+    from ftrecipes.monitor.progress import bar
+
+    with bar(desc, len(batches), enabled) as advance:
+        for batch in batches:
+            yield batch
+            advance(1)
+
+
 def _batches(items: list, size: int):
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, desc: str):
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int, desc: str,
+             progress: bool = False):
     """Greedy completions of chat prompts, batched with left padding."""
     import torch
-    from tqdm.auto import tqdm
 
     tokenizer.padding_side = "left"
     outputs = []
-    for batch in tqdm(list(_batches(prompts, batch_size)), desc=desc, unit="batch"):
+    for batch in _progress(list(_batches(prompts, batch_size)), desc, progress):
         texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in batch]
         enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
         with torch.no_grad():
@@ -91,15 +101,14 @@ def _completion_ids(tokenizer, prompt: list[dict], completion: list[dict]) -> tu
     return full_ids[:cut], full_ids[cut:]
 
 
-def perplexity(model, tokenizer, rows: list[dict], batch_size: int, desc: str) -> float:
+def perplexity(model, tokenizer, rows: list[dict], batch_size: int, desc: str, progress: bool = False) -> float:
     """exp(mean NLL per reference-completion token), over all rows."""
     import torch
-    from tqdm.auto import tqdm
 
     pairs = [_completion_ids(tokenizer, r["messages"][:-1], r["messages"][-1:]) for r in rows]
     total_nll, total_tokens = 0.0, 0
     pad = tokenizer.pad_token_id
-    for batch in tqdm(list(_batches(pairs, batch_size)), desc=desc, unit="batch"):
+    for batch in _progress(list(_batches(pairs, batch_size)), desc, progress):
         width = max(len(p) + len(c) for p, c in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -123,18 +132,32 @@ def perplexity(model, tokenizer, rows: list[dict], batch_size: int, desc: str) -
 
 
 def score(model, tokenizer, recipe, rows: list[dict], name: str) -> tuple[dict, list[str]]:
-    """`({"exact_match", "perplexity", "n_samples"}, predictions)` for one model."""
+    """`({"exact_match", "token_f1", "format_compliance", "perplexity", "n_samples"}, predictions)`
+    for one model; a metric not in `evaluate.metrics` stays None."""
+    from omegaconf import OmegaConf
+
+    from ftrecipes.evaluate.text_metrics import format_compliance, token_f1
+
     ev = recipe.evaluate
     model.eval()
-    result: dict = {"exact_match": None, "perplexity": None, "n_samples": len(rows)}
+    result: dict = {"exact_match": None, "token_f1": None, "format_compliance": None, "perplexity": None,
+                    "n_samples": len(rows)}
     predictions: list[str] = []
-    if "exact_match" in ev.metrics:
+    if {"exact_match", "token_f1", "format_compliance"} & set(ev.metrics):
         prompts = [r["messages"][:-1] for r in rows]
-        predictions = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"generating ({name})")
+        predictions = generate(model, tokenizer, prompts, ev.max_new_tokens, ev.batch_size, f"generating ({name})",
+                               recipe.logging.progress_bars)
         refs = [r["messages"][-1]["content"].strip() for r in rows]
-        result["exact_match"] = sum(p.strip() == ref for p, ref in zip(predictions, refs)) / len(rows)
+        if "exact_match" in ev.metrics:
+            result["exact_match"] = sum(p.strip() == ref for p, ref in zip(predictions, refs)) / len(rows)
+        if "token_f1" in ev.metrics:
+            result["token_f1"] = sum(token_f1(p, ref) for p, ref in zip(predictions, refs)) / len(rows)
+        if "format_compliance" in ev.metrics:
+            result["format_compliance"] = format_compliance(
+                predictions, OmegaConf.to_container(recipe.data.output_format, resolve=True))
     if "perplexity" in ev.metrics:
-        result["perplexity"] = perplexity(model, tokenizer, rows, ev.batch_size, f"perplexity ({name})")
+        result["perplexity"] = perplexity(model, tokenizer, rows, ev.batch_size, f"perplexity ({name})",
+                                          recipe.logging.progress_bars)
     return result, predictions
 
 
@@ -173,6 +196,22 @@ def run_evaluate(recipe, run_dir: Path) -> dict:
             f.write(json.dumps(sample, ensure_ascii=False) + "\n")
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(format_table(summary))
+    return after_scoring(recipe, run_dir, summary)
+
+
+def after_scoring(recipe, run_dir: Path, summary: dict) -> dict:
+    """The expert review sheet (`evaluate.review.*`) and the lm-eval tasks (`evaluate.lm_eval.*`),
+    both merged into `eval/summary.json`; returns the summary with them."""
+    from ftrecipes.evaluate.lm_eval_bridge import run_lm_eval
+    from ftrecipes.evaluate.review_sheet import write_review_sheet
+    from ftrecipes.evaluate.summary_merge import merge_eval_summary
+
+    sheet = write_review_sheet(recipe, run_dir)
+    if sheet is not None:
+        summary = merge_eval_summary(run_dir, "review_sheet", sheet)
+    lm_eval = run_lm_eval(recipe, run_dir)
+    if lm_eval is not None:
+        summary["lm_eval"] = lm_eval
     return summary
 
 
@@ -193,14 +232,14 @@ def format_table(summary: dict) -> str:
 # Preference rows (objective=dpo data): chosen against rejected, instead of generation.
 
 
-def completion_logps(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int, desc: str) -> list[float]:
+def completion_logps(model, tokenizer, pairs: list[tuple[list[int], list[int]]], batch_size: int, desc: str,
+                     progress: bool = False) -> list[float]:
     """Sum of log p(completion tokens | prompt) for each `(prompt_ids, completion_ids)` pair."""
     import torch
-    from tqdm.auto import tqdm
 
     out: list[float] = []
     pad = tokenizer.pad_token_id
-    for batch in tqdm(list(_batches(pairs, batch_size)), desc=desc, unit="batch"):
+    for batch in _progress(list(_batches(pairs, batch_size)), desc, progress):
         width = max(len(p) + len(c) for p, c in batch)
         ids = torch.full((len(batch), width), pad, dtype=torch.long)
         labels = torch.full((len(batch), width), -100, dtype=torch.long)
