@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 
 from tiny_tuned_run import tuned_run  # noqa: F401 - the session fixture
 
@@ -30,3 +31,13 @@ def test_model_card_records_recipe_data_evaluation_and_limitations(tuned_run):  
     assert hashlib.sha256((run_dir / "recipe.resolved.yaml").read_bytes()).hexdigest() in card
     adapter_card = write_model_card(run_dir, run_dir / "adapter").read_text()
     assert "library_name: peft" in adapter_card and "AutoPeftModelForCausalLM" in adapter_card
+
+
+def test_model_card_at_export_time_reads_training_from_metrics(tuned_run, tmp_path):  # noqa: F811
+    """The export stage runs before the worker writes summary.json: the card uses metrics.jsonl."""
+    _, run_dir = tuned_run
+    early = tmp_path / "run"
+    shutil.copytree(run_dir, early, ignore=shutil.ignore_patterns("model", "adapter", "summary.json"))
+    card = write_model_card(early, tmp_path / "out").read_text()
+    losses = [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    assert f"24 steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}" in card and "wall time" not in card

@@ -86,6 +86,20 @@ def test_filled_sheets_round_trip_into_summary_and_report(sheet, tmp_path):
     assert "expert_review" in report and "krippendorff_alpha_interval" in report
 
 
+def test_review_read_back_refreshes_the_model_card(sheet, tmp_path):
+    from ftrecipes.export.model_card import write_model_card
+
+    run_dir, _, rows = sheet
+    write_model_card(run_dir, run_dir / "model")
+    filled = {f"r{i}": {"accuracy_1_5": "4", "format_compliant_yn": "y", "safe_yn": "y"} for i in range(10)}
+    carol = _write(tmp_path / "carol.csv", rows, **filled)
+    result = run_module("ftrecipes.review", f"run_dir={run_dir}", f"sheet={carol}")
+    assert result.code == 0, result.err
+    card = (run_dir / "model" / "README.md").read_text()
+    assert "Expert review of the tuned answers: 10 items, 10 ratings by 1 rater(s)." in card
+    assert "| accuracy (1-5) | 4.000 | [4.00, 4.00] |" in card  # ten equal scores: a zero-width interval
+
+
 def test_malformed_sheet_gives_file_line_errors_and_changes_nothing(sheet, tmp_path):
     run_dir, _, rows = sheet
     before = (run_dir / "eval" / "summary.json").read_text()

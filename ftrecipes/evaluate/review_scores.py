@@ -15,7 +15,8 @@ The result (`expert_review` in `eval/summary.json`, and so in `report.html`) hol
 answers: `accuracy` (mean, 95% interval over items, the 1-5 counts), `format_compliant` and `safe`
 (rate, 95% interval), how many items, ratings and raters, and with several raters `agreement`
 (Krippendorff's alpha, and the share of rater pairs that agree: exactly, and within one point for
-accuracy). Details per item go to `eval/review_scores.json`. See `ftrecipes.evaluate.review_stats`.
+accuracy). Details per item go to `eval/review_scores.json`; model cards written by the export
+stage are refreshed. See `ftrecipes.evaluate.review_stats`.
 
 Raises `DataError` (file:line list) for a malformed sheet, `EnvironmentProblem` when the run has no
 review sheet to check against.
@@ -198,6 +199,9 @@ def read_review(run_dir: Path, sheets: list[Path]) -> dict:
         encoding="utf-8")
     merge_eval_summary(run_dir, "expert_review", result)
     refresh_report(run_dir)
+    from ftrecipes.export.model_card import refresh_model_cards
+
+    refresh_model_cards(run_dir)  # the card's evaluation section now has the expert scores
     return result
 
 

@@ -127,6 +127,35 @@ def limitations(recipe: dict, report: dict, ev: dict, summary: dict) -> list[str
     return [f"- {line}" for line in out]
 
 
+def _training(run_dir: Path, summary: dict) -> dict:
+    """Steps and losses from `summary.json`, else from `metrics.jsonl`: the export stage runs
+    before the worker writes the run summary."""
+    if summary:
+        return summary
+    from ftrecipes.monitor.summary import read_jsonl
+
+    rows = read_jsonl(run_dir / "metrics.jsonl")
+    losses = [r["loss"] for r in rows if isinstance(r.get("loss"), (int, float))]
+    evals = [r["eval_loss"] for r in rows if isinstance(r.get("eval_loss"), (int, float))]
+    if not rows:
+        return {}
+    return {"steps": max(r.get("step", 0) for r in rows), "first_loss": losses[0] if losses else None,
+            "last_loss": losses[-1] if losses else None, "best_eval_loss": min(evals) if evals else None}
+
+
+MARK = "Written by ftrecipes"
+
+
+def refresh_model_cards(run_dir: Path) -> list[Path]:
+    """Rewrites the cards this module wrote in `model/` and `adapter/` (after a review, say)."""
+    cards = []
+    for folder in (Path(run_dir) / "model", Path(run_dir) / "adapter"):
+        readme = folder / "README.md"
+        if readme.is_file() and MARK in readme.read_text(encoding="utf-8")[:2000]:
+            cards.append(write_model_card(run_dir, folder))
+    return cards
+
+
 def write_model_card(run_dir: Path, out_dir: Path) -> Path:
     """Writes `out_dir/README.md` for the run in `run_dir`; returns its path."""
     run_dir, out_dir = Path(run_dir), Path(out_dir)
@@ -147,7 +176,7 @@ def write_model_card(run_dir: Path, out_dir: Path) -> Path:
     title = f"{run_dir.resolve().name}: {method.get('name')} {objective.get('name')} of {base}"
     settings = {k: v for k, v in method.items() if k != "name" and not isinstance(v, dict)}
     lines = ["---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "", f"# {title}", "",
-             f"Written by ftrecipes on {_dt.date.today().isoformat()} from the run dir `{run_dir.resolve()}`. "
+             f"{MARK} on {_dt.date.today().isoformat()} from the run dir `{run_dir.resolve()}`. "
              f"This folder holds {holds}.", "",
              "## Model", ""]
     revision = f" (revision {model.get('revision') or 'main'})" if model.get("source") == "hub" else ""
@@ -173,10 +202,12 @@ def write_model_card(run_dir: Path, out_dir: Path) -> Path:
     if report.get("checklist"):
         lines += _table(["check", "state", "detail"], [[c["item"], c["state"], c.get("detail", "")]
                                                         for c in report["checklist"]]) + [""]
-    if summary:
-        lines += ["## Training", "", f"{summary.get('steps')} steps, loss {_fmt(summary.get('first_loss'))} -> "
-                  f"{_fmt(summary.get('last_loss'))}, best validation loss {_fmt(summary.get('best_eval_loss'))}, "
-                  f"{_fmt(summary.get('wall_seconds'), 1)} s wall time.", ""]
+    trained = _training(run_dir, summary)
+    if trained:
+        wall = f", {trained['wall_seconds']:.1f} s wall time" if trained.get("wall_seconds") is not None else ""
+        lines += ["## Training", "", f"{trained.get('steps')} steps, loss {_fmt(trained.get('first_loss'))} -> "
+                  f"{_fmt(trained.get('last_loss'))}, best validation loss {_fmt(trained.get('best_eval_loss'))}"
+                  f"{wall}.", ""]
     lines += ["## Evaluation", "", *_evaluation(ev),
               "## Limitations", "", *limitations(recipe, report, ev, summary), ""]
     loader = ("from peft import AutoPeftModelForCausalLM\n"
