@@ -181,6 +181,18 @@ def test_disk_preflight_names_the_numbers(tmp_path):
     assert preflight.checkpoint_bytes(full, full_plan) >= full_plan["parameters"]["total"] * (2 + 8)
 
 
+def test_a_plan_that_does_not_fit_is_out_of_resources():
+    from ftrecipes.config.resolve import resolve
+    from ftrecipes.plan.summary import build_plan
+
+    plan = build_plan(resolve(["recipe=qwen32b_qlora", "method=full", "model.dtype=bfloat16"]).recipe)
+    assert plan["fits"] is False
+    with pytest.raises(OutOfResources) as caught:
+        preflight.check_plan_fits(plan)
+    assert caught.value.exit_code == ExitCode.OUT_OF_RESOURCES and "GiB per device" in caught.value.message
+    preflight.check_plan_fits(build_plan(resolve(["recipe=qwen32b_qlora"]).recipe))  # fits: no error
+
+
 def test_resource_and_cluster_failures_get_their_exit_codes(capsys):
     class OutOfMemoryError(RuntimeError):
         pass

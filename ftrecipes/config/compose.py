@@ -20,7 +20,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from ftrecipes.config.problems import Problem, RecipeProblems, closest, format_choices
-from ftrecipes.config.provenance import display_path, file_origins
+from ftrecipes.config.provenance import display_path, file_origins, origins_of_text
 from ftrecipes.paths import resource_dir
 
 GROUPS = ("model", "method", "objective", "data", "hardware", "logging", "recipe")
@@ -230,14 +230,27 @@ def _restate(exc: Exception, loader, overrides: list[str], dirs: list[Path]) -> 
         origin = f"{display_path(Path(file))}:{line}"
         duplicate = re.search(r"found duplicate key (\S+)", text)
         if duplicate:
-            group = Path(file).parent.name
-            prefix = f"{group}." if group in GROUPS and group != "recipe" else ""
-            return Problem(prefix + duplicate.group(1), "duplicate key in a recipe file", origin,
-                           "each key may appear only once in a mapping: remove one of them")
+            return Problem(_key_path_at(Path(file), int(line), duplicate.group(1)), "duplicate key in a recipe file",
+                           origin, "each key may appear only once in a mapping: remove one of them")
         reason = re.search(r"\n(expected [^\n]*|found [^\n]*|could not [^\n]*)", text)
         return Problem("", f"invalid YAML ({reason.group(1) if reason else first})", origin,
                        "fix the YAML syntax at that line")
     return Problem("", " ".join(text.split()), None, None)
+
+
+def _key_path_at(file: Path, line: int, key: str) -> str:
+    """The full dotted path of `key` written at `file:line` (`logging.wandb.enabled`), with the
+    file's package (its group, unless it is the primary or a `# @package _global_` file)."""
+    group = file.parent.name
+    try:
+        text = file.read_text()
+    except OSError:
+        text = ""
+    package = group if group in GROUPS and group != "recipe" and "@package _global_" not in text else ""
+    prefix = f"{package}." if package else ""
+    found = [path for path, where in origins_of_text(text, prefix, "").items()
+             if where == f":{line}" and path.rsplit(".", 1)[-1] == key]
+    return found[0] if found else prefix + key
 
 
 def to_container(cfg: DictConfig) -> dict:

@@ -23,6 +23,11 @@ def display_path(path: Path) -> str:
 
 
 def _walk(node: yaml.Node, prefix: str, origins: dict[str, str], where: str) -> None:
+    if isinstance(node, yaml.SequenceNode):  # list items by index: objective.rewards.0.weight
+        for index, item in enumerate(node.value):
+            origins[f"{prefix}{index}"] = f"{where}:{item.start_mark.line + 1}"
+            _walk(item, f"{prefix}{index}.", origins, where)
+        return
     if not isinstance(node, yaml.MappingNode):
         return
     for key_node, value_node in node.value:
@@ -43,12 +48,12 @@ def file_origins(sources: list[tuple[str, Path]]) -> dict[str, str]:
         except (OSError, UnicodeDecodeError):
             continue  # composition already reported any unreadable file
         prefix = f"{package}." if package else ""
-        origins.update(_origins_of_text(text, prefix, display_path(path)))
+        origins.update(origins_of_text(text, prefix, display_path(path)))
     return origins
 
 
 @functools.lru_cache(maxsize=512)
-def _origins_of_text(text: str, prefix: str, where: str) -> dict[str, str]:
+def origins_of_text(text: str, prefix: str, where: str) -> dict[str, str]:
     """One file's origins; cached on its text, since every run re-reads the same few files."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)

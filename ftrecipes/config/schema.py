@@ -95,6 +95,12 @@ def known_keys(instance: dict, path: list[str], registry: Registry, root: dict, 
     """The keys allowed at `path` for this instance (e.g. a LoRA method's keys under `method`)."""
     node, uri, obj = root, root_uri, instance
     for part in path:
+        if isinstance(obj, list):  # a list item, by index: objective.rewards.0
+            node, uri = _deref(node, uri, registry)
+            if "items" not in node or not str(part).isdigit() or int(part) >= len(obj):
+                return []
+            node, obj = node["items"], obj[int(part)]
+            continue
         props, _ = object_view(node, uri, obj, registry)
         if part not in props:
             return []

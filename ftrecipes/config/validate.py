@@ -25,8 +25,16 @@ def validate(instance: dict, origins: dict[str, str]) -> tuple[list[Problem], li
     root, root_uri = validator.schema, validator.schema["$id"]
     filled = fill_defaults(instance, root, root_uri, registry)
     problems: list[Problem] = []
-    for error in validator.iter_errors(instance):
-        problems.extend(_explain(error, instance, origins, registry, root, root_uri))
+    errors = list(validator.iter_errors(instance))
+    missing: dict[str, list[str]] = {}  # path -> required keys that are not set there
+    for error in errors:
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing.setdefault(_path(error.absolute_path), []).extend(
+                k for k in error.validator_value if k not in error.instance)
+    for error in errors:
+        problems.extend(_explain(error, instance, origins, registry, root, root_uri, missing))
+    problems.extend(_misspelled_required(instance, origins, missing, {p.path for p in problems},
+                                         registry, root, root_uri))
     if not problems:
         problems.extend(rules.check(instance, origins))
     return problems, filled
@@ -36,7 +44,28 @@ def _path(parts) -> str:
     return ".".join(str(p) for p in parts)
 
 
-def _explain(error, instance, origins, registry, root, root_uri) -> list[Problem]:
+def _misspelled_required(instance, origins, missing, reported, registry, root, root_uri) -> list[Problem]:
+    """A required key that is missing because it was misspelled (`method.nme` for `method.name`):
+    the schema branch that would reject the misspelling is the one the missing key picks, so no
+    other error names it."""
+    problems = []
+    for where, keys in missing.items():
+        obj = instance
+        for part in where.split(".") if where else []:
+            obj = obj[int(part)] if isinstance(obj, list) else obj.get(part, {})
+        if not isinstance(obj, dict):
+            continue
+        allowed = known_keys(instance, where.split(".") if where else [], registry, root, root_uri)
+        for extra in sorted(set(obj) - set(allowed)):
+            full = f"{where}.{extra}" if where else extra
+            guess = closest(extra, keys)
+            if guess and full not in reported:
+                problems.append(Problem(full, "unknown key", origins.get(full) or origin_of(full, origins),
+                                        f"did you mean {where + '.' if where else ''}{guess}?"))
+    return problems
+
+
+def _explain(error, instance, origins, registry, root, root_uri, missing=None) -> list[Problem]:
     path = list(error.absolute_path)
     where = _path(path)
     origin = origin_of(where, origins) if where else None
@@ -44,7 +73,8 @@ def _explain(error, instance, origins, registry, root, root_uri) -> list[Problem
     if kind in ("additionalProperties", "unevaluatedProperties"):
         allowed = known_keys(instance, [str(p) for p in path], registry, root, root_uri)
         extras = sorted(set(value) - set(allowed)) if isinstance(value, dict) else []
-        return [_unknown_key(where, key, allowed, origins, registry, root, root_uri) for key in extras]
+        return [_unknown_key(where, key, allowed, origins, registry, root, root_uri, (missing or {}).get(where, []))
+                for key in extras]
     if kind == "required":
         missing = [k for k in schema_value if k not in (value or {})]
         return [Problem(_path(path + [k]), "missing required key", origin,
@@ -95,11 +125,11 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown_key(where, key, allowed, origins, registry, root, root_uri) -> Problem:
+def _unknown_key(where, key, allowed, origins, registry, root, root_uri, missing=()) -> Problem:
     full = f"{where}.{key}" if where else key
     origin = origins.get(full) or next(
         (o for k, o in origins.items() if k.startswith(full + ".")), None) or origin_of(where, origins)
-    guess = closest(key, allowed)
+    guess = closest(key, allowed) or closest(key, list(missing), cutoff=0.0)  # 'x' set, required 'r' not
     if guess:
         hint = f"did you mean {where + '.' if where else ''}{guess}?"
     else:

@@ -8,6 +8,8 @@
   for the RNG, scheduler and trainer state files.
 - `check_checkpoint_space(recipe, root, plan)`: `check_disk` for `train.checkpoint.keep` + 1
   checkpoints (the ones kept plus the one being written).
+- `check_plan_fits(plan)`: OutOfResources when the memory plan does not fit the device preset
+  (the plan's own computed fixes become the hint).
 - `scrub_tokens(args)`: clears every `*_token` field (hub_token, ...) and other credentials of a
   TrainingArguments-like object or dict before it is pickled (HF writes `training_args.bin`).
 """
@@ -89,6 +91,18 @@ def check_checkpoint_space(recipe, root: Path, plan: dict | None = None) -> int:
     one = checkpoint_bytes(plain, plan)
     return check_disk(root, one * (keep + 1),
                       what=f"{keep} kept checkpoints plus the one being written ({human_bytes(one)} each)")
+
+
+def check_plan_fits(plan: dict) -> None:
+    """Raises OutOfResources (exit 5) when `build_plan`'s memory per device is over the preset's
+    90% headroom; the hint lists the plan's suggestions (their override text) that would fit."""
+    if plan.get("fits") is not False:
+        return
+    fixes = [f"{s['change']} ({s['overrides']})" for s in plan.get("suggestions", [])[:3]]
+    raise OutOfResources(
+        f"the plan needs {plan['memory_total_gib']:.1f} GiB per device, over 90% of the "
+        f"{plan['device_memory_gib']:.0f} GiB of the hardware preset",
+        hint="; or ".join(fixes) if fixes else "use a larger GPU preset or more nodes (dry_run=true shows the plan)")
 
 
 def scrub_tokens(args) -> list[str]:
