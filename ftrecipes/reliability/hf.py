@@ -1,0 +1,79 @@
+"""Wiring the checkpoint protocol into a Hugging Face (or TRL) Trainer, for the train stages.
+
+    from ftrecipes.reliability import hf
+    root = run_dir / "checkpoints"
+    args = SFTConfig(..., **hf.checkpoint_arguments(recipe, root))   # staging dir, save cadence
+    hf.scrub_secrets(args)                                              # before anything pickles it
+    trainer = SFTTrainer(..., args=args, callbacks=[hf.commit_callback(recipe, run_dir, root)])
+    trainer.train(resume_from_checkpoint=hf.resume_checkpoint(recipe, run_dir, root))
+
+HF writes each checkpoint into a staging folder (`checkpoint.hf_staging_dir`); the callback's
+`on_save` (every rank waits at a barrier, so each rank's `rng_state_<rank>.pth` is on disk) commits
+it on rank 0 as `root/checkpoint-<step>` and applies retention. Recipe keys:
+`train.checkpoint.interval_steps` (null: once per epoch), `train.checkpoint.keep`, `resume`.
+transformers is imported only when these functions are called.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ftrecipes.reliability import checkpoint, resume
+from ftrecipes.reliability.preflight import scrub_tokens
+
+
+def _settings(recipe) -> dict:
+    plain = resume._plain(recipe)
+    return {"interval": plain.get("train", {}).get("checkpoint", {}).get("interval_steps"),
+            "keep": plain.get("train", {}).get("checkpoint", {}).get("keep", 2),
+            "mode": plain.get("resume", "auto")}
+
+
+def checkpoint_arguments(recipe, root: Path) -> dict:
+    """TrainingArguments keywords: HF saves into the staging folder, never rotates on its own, and
+    keeps the optimizer, scheduler and RNG state (transformers 5 always writes safetensors)."""
+    settings = _settings(recipe)
+    cadence = ({"save_strategy": "steps", "save_steps": settings["interval"]} if settings["interval"]
+               else {"save_strategy": "epoch"})
+    return {"output_dir": str(checkpoint.hf_staging_dir(root)), "save_total_limit": None,
+            "save_only_model": False, **cadence}
+
+
+def scrub_secrets(args) -> list[str]:
+    """`preflight.scrub_tokens` on the trainer's arguments (hub_token, ...), before HF pickles
+    them into every checkpoint's training_args.bin."""
+    return scrub_tokens(args)
+
+
+def resume_checkpoint(recipe, run_dir: Path, root: Path, world_size: int | None = None) -> str | None:
+    """The committed checkpoint to pass as `resume_from_checkpoint` (None: start fresh), chosen by
+    `resume.select_for_resume` under the recipe's `resume` mode. Call it on every rank."""
+    fingerprint = resume.recipe_fingerprint(recipe, run_dir=run_dir, world_size=world_size)
+    chosen = resume.select_for_resume(root, fingerprint, _settings(recipe)["mode"])
+    return str(chosen) if chosen is not None else None
+
+
+def commit_callback(recipe, run_dir: Path, root: Path, world_size: int | None = None):
+    """A TrainerCallback whose `on_save` commits HF's staged checkpoint (rank 0, after a barrier)."""
+    from transformers import TrainerCallback
+
+    fingerprint = resume.recipe_fingerprint(recipe, run_dir=run_dir, world_size=world_size)
+    keep = _settings(recipe)["keep"]
+
+    class CommitCheckpoint(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            _barrier()
+            if state.is_world_process_zero:
+                checkpoint.commit_hf_checkpoint(root, state.global_step, fingerprint,
+                                                world_size=max(args.world_size, 1), keep=keep)
+            _barrier()
+            return control
+
+    return CommitCheckpoint()
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()

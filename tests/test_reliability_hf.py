@@ -1,0 +1,113 @@
+"""The checkpoint protocol inside a real Hugging Face Trainer (a tiny random Llama on CPU): HF saves
+into the staging folder, the callback commits, retention keeps `train.checkpoint.keep`, and a
+re-run after a SIGKILL resumes from the newest committed checkpoint, ending with the same weights,
+bit for bit, as a run that was never interrupted. A kill in the middle of a save leaves an
+uncommitted folder that never counts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from ftrecipes.config.resolve import resolve  # noqa: E402
+from ftrecipes.reliability import checkpoint as ck  # noqa: E402
+from ftrecipes.reliability import hf  # noqa: E402
+
+STEPS = 6
+
+
+class KillAt(transformers.TrainerCallback):
+    """SIGKILLs this process after step `step` ends, or inside the save of `step`, before the
+    commit callback (which runs after this one) could commit it."""
+
+    def __init__(self, step: int, during_save: bool):
+        self.step, self.during_save = step, during_save
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step and not self.during_save:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step and self.during_save:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None):
+    from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
+
+    recipe = resolve(["recipe=quickstart", "train.checkpoint.interval_steps=2", "train.checkpoint.keep=2"]).recipe
+    root = run_dir / "checkpoints"
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+    generator = torch.Generator().manual_seed(1)
+    rows = [{"input_ids": ids, "labels": ids} for ids in torch.randint(0, 64, (64, 16), generator=generator).tolist()]
+    args = TrainingArguments(**hf.checkpoint_arguments(recipe, root), max_steps=STEPS, per_device_train_batch_size=4,
+                             learning_rate=1e-2, report_to=[], use_cpu=True, seed=0, hub_token="hf_SECRETsecret",
+                             disable_tqdm=True)
+    assert hf.scrub_secrets(args) == ["hub_token"]
+    callbacks = ([KillAt(*kill)] if kill else []) + [hf.commit_callback(recipe, run_dir, root)]
+    trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=callbacks)
+    start = hf.resume_checkpoint(recipe, run_dir, root) if resume else None
+    trainer.train(resume_from_checkpoint=start)
+    return start, {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def killed_run(run_dir: Path, step: int, during_save: bool) -> None:
+    code = subprocess.run([sys.executable, __file__, str(run_dir), str(step), str(int(during_save))],
+                          cwd=Path(__file__).parent, timeout=600).returncode
+    assert code == -signal.SIGKILL, code
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+    run = tmp_path_factory.mktemp("straight")
+    _, weights = train(run, resume=False)
+    return run, weights
+
+
+def test_commits_retention_and_no_secret_in_pickles(straight):
+    root = straight[0] / "checkpoints"
+    assert [p.name for p in ck.committed_checkpoints(root)] == ["checkpoint-6", "checkpoint-4"]  # keep=2
+    assert all(ck.verify(p) == [] for p in ck.committed_checkpoints(root))
+    assert not ck.hf_staging_dir(root).exists()
+    assert b"hf_SECRETsecret" not in (root / "checkpoint-6" / "training_args.bin").read_bytes()
+
+
+@pytest.mark.parametrize("step,during_save,resumes_from", [(5, False, "checkpoint-4"), (4, True, "checkpoint-2")])
+def test_sigkill_then_resume_is_bitwise_identical(tmp_path, straight, step, during_save, resumes_from):
+    killed_run(tmp_path, step, during_save)
+    root = tmp_path / "checkpoints"
+    if during_save:  # HF had written checkpoint-4 to the staging folder, but it never committed
+        assert (ck.hf_staging_dir(root) / "checkpoint-4" / "optimizer.pt").is_file()
+    assert ck.committed_checkpoints(root)[0].name == resumes_from
+    start, resumed = train(tmp_path, resume=True)
+    assert Path(start).name == resumes_from
+    for name, tensor in straight[1].items():
+        assert torch.equal(tensor, resumed[name]), name
+
+
+def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, straight, capsys):
+    subprocess.run(["cp", "-a", str(straight[0] / "checkpoints"), str(tmp_path / "checkpoints")], check=True)
+    optimizer = tmp_path / "checkpoints" / "checkpoint-6" / "optimizer.pt"
+    data = bytearray(optimizer.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    optimizer.write_bytes(bytes(data))
+    start, resumed = train(tmp_path, resume=True)
+    assert Path(start).name == "checkpoint-4"
+    err = capsys.readouterr().err
+    assert "optimizer.pt does not match its sha256" in err and "older checkpoint" in err
+    assert ck.verify(tmp_path / "checkpoints" / "checkpoint-6") == []  # step 6 saved again, replacing it
+    assert all(torch.equal(t, resumed[n]) for n, t in straight[1].items())
+
+
+if __name__ == "__main__":  # the run that gets killed: RUN_DIR STEP DURING_SAVE
+    train(Path(sys.argv[1]), resume=True, kill=(int(sys.argv[2]), sys.argv[3] == "1"))
