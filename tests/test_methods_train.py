@@ -56,12 +56,13 @@ CASES = {
     "prompt_tuning": ["method.learning_rate=3e-2", "method.num_virtual_tokens=8"],
     "p_tuning": ["method.learning_rate=1e-2", "method.num_virtual_tokens=8"],
     "p_tuning_v2": ["method.learning_rate=3e-2", "method.num_virtual_tokens=8"],
+    "loha": ["method.learning_rate=5e-3"],
 }
-MERGED = {"lora", "dora", "qlora", "adalora", "ia3"}
+MERGED = {"lora", "dora", "qlora", "adalora", "ia3", "loha"}
 # (low, high) trainable fraction of all parameters, per method.
 FRACTION = {"full": (1.0, 1.0), "lora": (0.05, 0.5), "dora": (0.05, 0.5), "qlora": (0.05, 0.5),
             "adalora": (0.05, 0.5), "ia3": (0.0, 0.01), "prompt_tuning": (0.0, 0.01),
-            "p_tuning": (0.0, 0.15), "p_tuning_v2": (0.0, 0.05)}
+            "p_tuning": (0.0, 0.15), "p_tuning_v2": (0.0, 0.05), "loha": (0.05, 0.5)}
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +153,6 @@ def _assert_merge_matches_adapter(recipe, run_dir, ids):
     # QLoRA merges into the full-precision base, so that is the adapter model to compare with.
     adapter_model, _ = load_tuned(recipe, run_dir, quantize=False)
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "model", use_safetensors=True)
-    assert not any("lora" in n or "ia3" in n for n, _ in merged.named_parameters())
+    assert not any(tag in n for n, _ in merged.named_parameters() for tag in ("lora", "ia3", "hada"))
     with torch.no_grad():
         torch.testing.assert_close(merged(ids).logits, adapter_model(ids).logits, atol=1e-4, rtol=1e-4)

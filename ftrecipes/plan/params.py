@@ -130,7 +130,9 @@ def _measured_on_meta(arch, method) -> list[tuple[int, int]]:
 
     fields = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "head_dim",
               "intermediate_size", "vocab_size", "tie_word_embeddings")
-    config = AutoConfig.for_model(arch["family"], **{k: arch[k] for k in fields})
+    # Architectures read from a local config.json may carry no family; adapters see the same
+    # linear layers in every supported family, so llama's layout measures them.
+    config = AutoConfig.for_model(arch.get("family") or "llama", **{k: arch[k] for k in fields})
     with torch.device("meta"):
         model = get(method["name"]).apply(AutoModelForCausalLM.from_config(config), OmegaConf.create(method), 1000)
     return [(p.shape[0], p[0].numel() if p.dim() > 1 else 1) for p in model.parameters() if p.requires_grad]
