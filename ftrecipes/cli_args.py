@@ -54,6 +54,18 @@ def _read(text: str):
         return text  # a plain string that happens not to be YAML (e.g. a path with ': ')
 
 
+def _rejoin(argv: list[str]) -> list[str]:
+    """Words the shell split inside an unquoted `{...}` or `[...]` value, joined back:
+    `adapters={a: runs/a, b: runs/b}` typed without quotes arrives as four words."""
+    words: list[str] = []
+    for word in argv:
+        if words and sum(words[-1].count(o) - words[-1].count(c) for o, c in ("{}", "[]")) > 0:
+            words[-1] += " " + word
+        else:
+            words.append(word)
+    return words
+
+
 def parse(argv: list[str], spec: dict[str, Arg], prog: str) -> dict[str, Any]:
     """`{name: value}` for every name in `spec` (defaults filled in).
 
@@ -61,7 +73,7 @@ def parse(argv: list[str], spec: dict[str, Arg], prog: str) -> dict[str, Any]:
     unknown or repeated name, a value of the wrong kind, or a missing required argument.
     """
     values: dict[str, Any] = {}
-    for word in argv:
+    for word in _rejoin(argv):
         key, sep, text = word.partition("=")
         key = key.lstrip("+")
         if not sep:
@@ -71,7 +83,9 @@ def parse(argv: list[str], spec: dict[str, Arg], prog: str) -> dict[str, Any]:
             raise RecipeError(f"unknown argument '{key}'",
                               hint=f"did you mean {guess}=?" if guess else f"known arguments: {', '.join(spec)}")
         if key in values:
-            raise RecipeError(f"argument '{key}' is given twice", hint="give each argument once")
+            raise RecipeError(f"argument '{key}' is given twice",
+                              hint="give each argument once; quote a value with braces or commas, as in "
+                                   "'adapters={a: runs/a, b: runs/b}', or the shell splits it")
         arg = spec[key]
         raw = _read(text)
         try:

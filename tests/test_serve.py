@@ -171,3 +171,18 @@ def test_transformers_serve_answers_like_generate(tuned_run, tmp_path):  # noqa:
     assert served == expected
     assert answer["model"].startswith(str((run_dir / "model").resolve()))
 
+
+
+def test_key_value_parser_rejoins_unquoted_braces_and_checks_kinds():
+    from ftrecipes import cli_args as a
+    from ftrecipes.errors import RecipeError
+    from ftrecipes.serve.__main__ import ARGS, PROG
+
+    # `adapters={tenant_a: runs/a, tenant_b: runs/b}` typed without quotes: the shell splits it.
+    args = a.parse(["adapters={tenant_a:", "runs/a,", "tenant_b:", "runs/b}", "port=9000", "dry_run=true"], ARGS, PROG)
+    assert args["adapters"] == {"tenant_a": "runs/a", "tenant_b": "runs/b"}
+    assert (args["port"], args["dry_run"], args["host"], args["backend"]) == (9000, True, "127.0.0.1", "vllm")
+    with pytest.raises(RecipeError, match="port=eighty: expected a whole number"):
+        a.parse(["port=eighty"], ARGS, PROG)
+    with pytest.raises(RecipeError, match="given twice"):
+        a.parse(["port=1", "port=2"], ARGS, PROG)

@@ -2,7 +2,7 @@
 
     python -m ftrecipes.serve run_dir=runs/x                          # vLLM on model/ (merged)
     python -m ftrecipes.serve run_dir=runs/x dry_run=true             # print and write the command only
-    python -m ftrecipes.serve adapters={tenant_a: runs/a, tenant_b: runs/b}   # one base, a LoRA per tenant
+    python -m ftrecipes.serve 'adapters={tenant_a: runs/a, tenant_b: runs/b}'  # one base, a LoRA per tenant
     python -m ftrecipes.serve run_dir=runs/x backend=transformers     # CPU, on 127.0.0.1
 
 ftrecipes writes no server of its own: it renders the exact command of vLLM (`vllm serve`) or
