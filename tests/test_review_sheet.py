@@ -19,7 +19,10 @@ from ftrecipes.evaluate.review_sheet import COLUMNS, write_review_sheet
 @pytest.fixture(scope="module")
 def sheet(tuned_run):  # noqa: F811
     recipe, run_dir = tuned_run
-    result = write_review_sheet(recipe, run_dir)
+    # The evaluate stage writes the sheet (heldout.after_scoring) and records it in the summary;
+    # a run dir from before that wiring gets it written here.
+    result = json.loads((run_dir / "eval" / "summary.json").read_text()).get("review_sheet") or \
+        write_review_sheet(recipe, run_dir)
     with (run_dir / "eval" / "review.csv").open(encoding="utf-8-sig", newline="") as f:
         rows = list(csv.DictReader(f))
     return run_dir, result, rows

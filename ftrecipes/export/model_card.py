@@ -49,26 +49,30 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
         ["| " + " | ".join(_fmt(c) for c in row) + " |" for row in rows]
 
 
+# Held-out metrics that are shares of rows: they get a Wilson 95% interval in the card.
+PROPORTIONS = ("exact_match", "format_compliance", "preference_accuracy", "reward_accuracy")
+
+
 def _evaluation(ev: dict) -> list[str]:
     lines: list[str] = []
     models = [m for m in ("base", "tuned") if isinstance(ev.get(m), dict)]
     if models:
         lines += [f"Held-out split `{ev.get('split', '?')}`, greedy decoding.", ""]
-        metrics = [k for k in ("exact_match", "perplexity", "preference_accuracy", "reward_accuracy")
-                   if any(ev[m].get(k) is not None for m in models)]
+        metrics = [k for k in ("exact_match", "token_f1", "format_compliance", "perplexity", "preference_accuracy",
+                               "reward_accuracy") if any(ev[m].get(k) is not None for m in models)]
         rows = []
         for m in models:
             row = [m]
             for k in metrics:
                 value, n = ev[m].get(k), ev[m].get("n_samples")
-                if k.endswith(("match", "accuracy")) and value is not None and n:
+                if k in PROPORTIONS and value is not None and n:
                     ci = wilson_interval(round(value * n), n)["ci95"]
                     row.append(f"{value:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]")
                 else:
                     row.append(value)
             rows.append(row + [ev[m].get("n_samples")])
-        lines += _table(["model", *[f"{k} (95% CI)" if k.endswith(("match", "accuracy")) else k
-                                    for k in metrics], "samples"], rows) + [""]
+        lines += _table(["model", *[f"{k} (95% CI)" if k in PROPORTIONS else k for k in metrics], "samples"],
+                        rows) + [""]
     lm = ev.get("lm_eval")
     if lm:
         lines += [f"lm-evaluation-harness {lm.get('lm_eval_version')} (limit {lm.get('limit')}, "
