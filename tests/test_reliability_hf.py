@@ -2,7 +2,7 @@
 into the staging folder, the callback commits, retention keeps `train.checkpoint.keep`, and a
 re-run after a SIGKILL resumes from the newest committed checkpoint, ending with the same weights,
 bit for bit, as a run that was never interrupted. A kill in the middle of a save leaves an
-uncommitted folder that never counts."""
+uncommitted folder that never counts. SIGTERM saves at the current step and exits 6."""
 
 from __future__ import annotations
 
@@ -24,6 +24,17 @@ from ftrecipes.reliability import hf  # noqa: E402
 STEPS = 6
 
 
+class TermAt(transformers.TrainerCallback):
+    """The scheduler's SIGTERM arriving during step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if state.global_step + 1 == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class KillAt(transformers.TrainerCallback):
     """SIGKILLs this process after step `step` ends, or inside the save of `step`, before the
     commit callback (which runs after this one) could commit it."""
@@ -40,7 +51,7 @@ class KillAt(transformers.TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None):
+def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None, term: int | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
     recipe = resolve(["recipe=quickstart", "train.checkpoint.interval_steps=2", "train.checkpoint.keep=2"]).recipe
@@ -54,15 +65,18 @@ def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None):
                              learning_rate=1e-2, report_to=[], use_cpu=True, seed=0, hub_token="hf_SECRETsecret",
                              disable_tqdm=True)
     assert hf.scrub_secrets(args) == ["hub_token"]
-    callbacks = ([KillAt(*kill)] if kill else []) + [hf.commit_callback(recipe, run_dir, root)]
+    preemption = hf.preemption_callback()
+    callbacks = ([KillAt(*kill)] if kill else []) + ([TermAt(term)] if term else [])
+    callbacks += [preemption, hf.commit_callback(recipe, run_dir, root)]
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=callbacks)
     start = hf.resume_checkpoint(recipe, run_dir, root) if resume else None
     trainer.train(resume_from_checkpoint=start)
+    hf.raise_if_preempted(preemption, trainer.state)
     return start, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
 def killed_run(run_dir: Path, step: int, during_save: bool) -> None:
-    code = subprocess.run([sys.executable, __file__, str(run_dir), str(step), str(int(during_save))],
+    code = subprocess.run([sys.executable, __file__, "kill", str(run_dir), str(step), str(int(during_save))],
                           cwd=Path(__file__).parent, timeout=600).returncode
     assert code == -signal.SIGKILL, code
 
@@ -95,6 +109,19 @@ def test_sigkill_then_resume_is_bitwise_identical(tmp_path, straight, step, duri
         assert torch.equal(tensor, resumed[name]), name
 
 
+def test_sigterm_saves_at_the_current_step_exits_6_and_resumes_bitwise(tmp_path, straight):
+    proc = subprocess.run([sys.executable, __file__, "term", str(tmp_path), "3"], cwd=Path(__file__).parent,
+                          timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert "stopped by SIGTERM after step 3" in proc.stderr and "requeue" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in ck.committed_checkpoints(root)] == ["checkpoint-3", "checkpoint-2"]
+    start, resumed = train(tmp_path, resume=True)
+    assert Path(start).name == "checkpoint-3"
+    assert all(torch.equal(t, resumed[n]) for n, t in straight[1].items())
+
+
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, straight, capsys):
     subprocess.run(["cp", "-a", str(straight[0] / "checkpoints"), str(tmp_path / "checkpoints")], check=True)
     optimizer = tmp_path / "checkpoints" / "checkpoint-6" / "optimizer.pt"
@@ -109,5 +136,13 @@ def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, strai
     assert all(torch.equal(t, resumed[n]) for n, t in straight[1].items())
 
 
-if __name__ == "__main__":  # the run that gets killed: RUN_DIR STEP DURING_SAVE
-    train(Path(sys.argv[1]), resume=True, kill=(int(sys.argv[2]), sys.argv[3] == "1"))
+if __name__ == "__main__":  # the runs that get killed (kill RUN_DIR STEP DURING_SAVE) or preempted (term RUN_DIR STEP)
+    from ftrecipes.errors import report_errors
+
+    if sys.argv[1] == "kill":
+        train(Path(sys.argv[2]), resume=True, kill=(int(sys.argv[3]), sys.argv[4] == "1"))
+    else:
+        def preempted() -> None:
+            train(Path(sys.argv[2]), resume=True, term=int(sys.argv[3]))
+
+        sys.exit(report_errors(preempted))

@@ -4,8 +4,10 @@
     root = run_dir / "checkpoints"
     args = SFTConfig(..., **hf.checkpoint_arguments(recipe, root))   # staging dir, save cadence
     hf.scrub_secrets(args)                                              # before anything pickles it
-    trainer = SFTTrainer(..., args=args, callbacks=[hf.commit_callback(recipe, run_dir, root)])
+    preemption = hf.preemption_callback()                              # SIGTERM/SIGUSR1: save, stop
+    trainer = SFTTrainer(..., args=args, callbacks=[preemption, hf.commit_callback(recipe, run_dir, root)])
     trainer.train(resume_from_checkpoint=hf.resume_checkpoint(recipe, run_dir, root))
+    hf.raise_if_preempted(preemption, trainer.state)                   # Preempted: exit 6, requeue
 
 HF writes each checkpoint into a staging folder (`checkpoint.hf_staging_dir`); the callback's
 `on_save` (every rank waits at a barrier, so each rank's `rng_state_<rank>.pth` is on disk) commits
@@ -16,8 +18,10 @@ transformers is imported only when these functions are called.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
+from ftrecipes.errors import Preempted
 from ftrecipes.reliability import checkpoint, resume
 from ftrecipes.reliability.preflight import scrub_tokens
 
@@ -70,6 +74,55 @@ def commit_callback(recipe, run_dir: Path, root: Path, world_size: int | None = 
             return control
 
     return CommitCheckpoint()
+
+
+def preemption_callback(signals=(signal.SIGTERM, signal.SIGUSR1)):
+    """A TrainerCallback that turns the scheduler's signal into: finish the current step, save
+    (committed by `commit_callback`), stop. Every rank stops at the same step (the flag is
+    all-reduced each step when torch.distributed is initialized). Create it in the main thread;
+    the previous handlers come back when training ends."""
+    from transformers import TrainerCallback
+
+    class Preemption(TrainerCallback):
+        def __init__(self):
+            self.received = None
+            self.previous = {sig: signal.signal(sig, self._note) for sig in signals}
+
+        def _note(self, signum, frame):
+            self.received = signum
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for sig, handler in self.previous.items():  # later stages get the default behaviour back
+                signal.signal(sig, handler)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if _any_rank(self.received is not None, args.device):
+                self.received = self.received or signals[0]
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return Preemption()
+
+
+def raise_if_preempted(callback, state) -> None:
+    """After `trainer.train()` returns: Preempted (exit 6) if the run stopped for a signal."""
+    if callback.received is not None:
+        raise Preempted(f"stopped by {signal.Signals(callback.received).name} after step {state.global_step}; "
+                        f"its checkpoint is committed",
+                        hint="requeue the job: a re-run with the same run_dir resumes from that checkpoint")
+
+
+def _any_rank(flag: bool, device) -> bool:
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+
+    value = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def _barrier() -> None:
