@@ -174,7 +174,7 @@ def run_evaluate(recipe, run_dir: Path) -> dict:
             f.writelines(json.dumps(sample, ensure_ascii=False) + "\n" for sample in samples)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         print(format_preference_table(summary))
-        return summary
+        return after_scoring(recipe, run_dir, summary)
     summary: dict = {}
     predictions: dict[str, list[str]] = {}
     base = None
