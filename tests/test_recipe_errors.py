@@ -109,14 +109,14 @@ def test_wrong_type_and_out_of_range_in_a_file(team_dir):
 def test_key_of_another_method_explains_the_combination():
     result = run_cli("method=full", "method.lora_alpha=16")
     assert result.code == 2
-    assert "valid only with method.name=lora" in result.err
+    assert "valid only with method.name=adalora / method.name=dora / method.name=lora" in result.err
 
 
 def test_cross_field_rules():
     result = run_cli("data.split.validation=0.6", "data.split.test=0.5")
     assert result.code == 2 and "leaves no training rows" in result.err
-    result = run_cli("method=qlora", "hardware=cpu")
-    assert result.code == 2 and "needs a CUDA GPU" in result.err
+    result = run_cli("method=adalora", "method.tinit=0.5", "method.tfinal=0.6", "dry_run=true")
+    assert result.code == 2 and "method.tinit (0.5) + method.tfinal (0.6)" in result.err
     result = run_cli("stages=[train,prepare]")
     assert result.code == 2 and "out of pipeline order" in result.err
     result = run_cli("data.split.validation=0", "dry_run=true")
