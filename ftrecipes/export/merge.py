@@ -59,7 +59,8 @@ def run_export(recipe, run_dir: Path) -> dict:
     merged.save_pretrained(model_dir, safe_serialization=True)
     tokenizer.save_pretrained(model_dir)
     del merged, tuned
-    reloaded, _ = load_model_and_tokenizer(recipe, model_dir)  # what users will load: the files on disk
+    # what users will load: the files on disk, in full precision (a qlora recipe would requantize them)
+    reloaded, _ = load_model_and_tokenizer(recipe, model_dir, quantize=False)
     check = check_logits(before, logits(reloaded, inputs), inputs["attention_mask"], recipe.model.dtype)
     print(f"export: merged logits equal the adapter model's (max |diff| {check['max_abs_diff']:.2e} <= "
           f"{check['bound']:.2e}, {check['positions']} held-out positions)")
