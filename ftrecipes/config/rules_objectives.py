@@ -33,6 +33,10 @@ def _declared_formats(data: dict) -> list[tuple[str, str]]:
 
 
 def data_format_fits_objective(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    """Only a run that trains needs its rows to fit the objective: `stages=[prepare]` prepares any
+    format (the data report is useful on its own)."""
+    if "train" not in recipe["stages"]:
+        return []
     name = recipe["objective"]["name"]
     problems = []
     for path, fmt in _declared_formats(recipe["data"]):
@@ -82,6 +86,17 @@ def grpo_completion_fits_model(recipe: dict, origins: dict[str, str]) -> list[Pr
         return [_problem("objective.max_completion_length", f"{objective['max_completion_length']} leaves no room "
                          f"for the prompt in model.architecture.max_position_embeddings ({limit})", origins,
                          f"set objective.max_completion_length well below {limit}")]
+    return []
+
+
+def grpo_reference_fits_method(recipe: dict, origins: dict[str, str]) -> list[Problem]:
+    """GRPO's KL term scores the reference with a frozen copy of the adapter (TRL adds it); an
+    AdaLoRA model holds one trainable adapter only, and GRPOTrainer takes no separate reference."""
+    objective = recipe["objective"]
+    if objective["name"] == "grpo" and objective["beta"] > 0 and recipe["method"]["name"] == "adalora":
+        return [_problem("objective.beta", f"objective.beta={objective['beta']:g} needs a frozen copy of the "
+                         "adapter as the reference, which method.name=adalora cannot hold (one trainable adapter "
+                         "per model)", origins, "set objective.beta=0, or use method=lora or method=full")]
     return []
 
 
@@ -144,4 +159,4 @@ def grpo_rewards_resolve(recipe: dict, origins: dict[str, str]) -> list[Problem]
 
 
 OBJECTIVE_RULES: tuple = (data_format_fits_objective, evaluate_needs_references, grpo_batch_holds_whole_groups,
-                          grpo_completion_fits_model, grpo_rewards_resolve)
+                          grpo_completion_fits_model, grpo_reference_fits_method, grpo_rewards_resolve)
