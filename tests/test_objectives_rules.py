@@ -167,3 +167,10 @@ def test_a_worker_accepts_the_allowlist_the_launcher_recorded(tmp_path):
     other.write_text(run_file.read_text())
     with pytest.raises(RecipeProblems, match="1 error"):
         load_resolved(other)
+
+
+def test_grpo_kl_term_is_refused_for_adalora():
+    problem = one_problem("objective=grpo", "method=adalora", "objective.beta=0.04")
+    assert problem.path == "objective.beta"
+    assert "method.name=adalora" in problem.message
+    resolve(["objective=grpo", "method=adalora"])  # beta 0: no reference needed

@@ -56,11 +56,12 @@ def load_rows(recipe, run_dir: Path) -> tuple[list[dict], list[dict]]:
     return train, validation
 
 
-def setup_model(recipe, train_rows: int):
+def setup_model(recipe, sequences: int):
     """`(model, tokenizer, trainable, total)`: the base (`model.*`) with `method.*` applied.
 
-    `seed` is set first, so adapter initialisation is reproducible; the step count the method
-    may need (AdaLoRA's schedule) comes from `train.*` and the row count.
+    `seed` is set first, so adapter initialisation is reproducible. The step count a method may
+    need (AdaLoRA's schedule) comes from `train.*` and `sequences`, the training sequences of one
+    epoch (rows; GRPO: prompts x `objective.num_generations`; packed pretraining: blocks).
     """
     from transformers import set_seed
 
@@ -70,7 +71,7 @@ def setup_model(recipe, train_rows: int):
 
     set_seed(recipe.seed)
     model, tokenizer = load_model_and_tokenizer(recipe)
-    model = apply_method(model, recipe, total_steps=total_optimizer_steps(recipe, train_rows))
+    model = apply_method(model, recipe, total_steps=total_optimizer_steps(recipe, sequences))
     trainable, total = count_parameters(model)
     print(f"train: {recipe.objective.name} with {recipe.method.name} on {recipe.model.name}: "
           f"{trainable:,} of {total:,} parameters train")

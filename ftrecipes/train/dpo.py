@@ -14,7 +14,8 @@ Features and the keys that control them:
   - adapter methods (`method.name` lora, ...): no second model. TRL keeps a frozen copy of the
     initial adapter (`ref`) and scores the reference with it; for LoRA-family adapters, which
     start as a no-op, that is the base model. Only the trained adapter is saved.
-  - `method.name=full`: a second, frozen copy of the base, loaded like the policy (`model.*`).
+  - `method.name=full`, and `adalora` (whose peft model holds one trainable adapter only): a
+    second, frozen copy of the base, loaded like the policy (`model.*`).
   - `objective.precompute_ref_log_probs=true`: reference log-probabilities are computed once
     before training, so no reference model stays in memory (full fine-tuning included).
 - length: `data.max_seq_len` (prompt + answer; longer pairs are cut from the end).
@@ -58,11 +59,21 @@ def dpo_config(recipe, run_dir: Path, has_eval: bool):
     )
 
 
+# peft configs whose model holds a single trainable adapter, so TRL cannot add its frozen `ref`
+# copy: these get a frozen copy of the base instead (they start as a no-op, like LoRA).
+SINGLE_ADAPTER_CONFIGS = ("AdaLoraConfig",)
+
+
 def reference_model(recipe, model):
-    """The frozen reference for full fine-tuning, else None (see the module docstring)."""
+    """The frozen reference model, or None when TRL derives the reference itself (see the module
+    docstring): a copy of the base for full fine-tuning and single-adapter methods (AdaLoRA)."""
     from ftrecipes.model.load import load_model_and_tokenizer
 
-    if hasattr(model, "peft_config") or recipe.objective.precompute_ref_log_probs:
+    peft_config = getattr(model, "peft_config", None)
+    single_adapter = bool(peft_config) and type(peft_config["default"]).__name__ in SINGLE_ADAPTER_CONFIGS
+    if peft_config and not single_adapter:
+        return None
+    if recipe.objective.precompute_ref_log_probs and not single_adapter:
         return None
     reference, _ = load_model_and_tokenizer(recipe)
     reference.eval()

@@ -20,6 +20,7 @@ Raises `DataError` when the train split is empty or holds rows other than text, 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from ftrecipes.train.callbacks import standard_callbacks
@@ -40,6 +41,19 @@ def pretrain_config(recipe, run_dir: Path, has_eval: bool):
     )
 
 
+def training_sequences(recipe, run_dir: Path, rows: list[dict]) -> int:
+    """How many sequences one epoch holds: packed blocks (`objective.packing`, estimated from the
+    prepared token counts and `data.max_seq_len`), else rows. Methods such as AdaLoRA size their
+    schedule from it before the trainer exists."""
+    tokenized = Path(run_dir) / "data" / "tokenized" / "train"
+    if not recipe.objective.packing or not tokenized.is_dir():
+        return len(rows)
+    from datasets import load_from_disk
+
+    tokens = sum(len(ids) for ids in load_from_disk(str(tokenized))["input_ids"])
+    return max(1, math.ceil(tokens / recipe.data.max_seq_len))
+
+
 def run_train(recipe, run_dir: Path) -> dict:
     """Trains the next-token loss on the prepared text and saves the result; returns the summary."""
     from datasets import Dataset
@@ -47,7 +61,7 @@ def run_train(recipe, run_dir: Path) -> dict:
 
     run_dir = Path(run_dir)
     train_rows, eval_rows = load_rows(recipe, run_dir)
-    model, tokenizer, trainable, total = setup_model(recipe, len(train_rows))
+    model, tokenizer, trainable, total = setup_model(recipe, training_sequences(recipe, run_dir, train_rows))
     callbacks, metrics = standard_callbacks(recipe, run_dir, model)
     trainer = SFTTrainer(
         model=model,
