@@ -80,6 +80,8 @@ def grpo_config(recipe, run_dir: Path, has_eval: bool):
         reward_weights=[float(entry.get("weight", 1.0)) for entry in objective.rewards],
         # keep the `reference` column: rewards read it
         remove_unused_columns=False,
+        # TRL's default, stated: sampled completions can repeat row content, which is never printed
+        log_completions=False,
         trust_remote_code=recipe.trust_remote_code,
     )
 
