@@ -6,7 +6,8 @@ Each entry of `objective.rewards` is `{name, weight, ...}`; `name` is one of:
 
   - `exact_match`: 1.0 when the completion equals the row's reference answer (whitespace at
     either end ignored), else 0.0. Needs rows with an answer (alpaca, chat or sharegpt data).
-  - `regex`: 1.0 when the completion fully matches `pattern` (`.` also matches newlines), else 0.0.
+  - `regex`: 1.0 when the completion (outer whitespace stripped) fully matches `pattern` (`.`
+    also matches newlines), else 0.0.
   - `json_schema`: 1.0 when the completion parses as JSON and is valid against `json_schema`
     (any JSON value when `json_schema` is null), else 0.0.
   - `length_penalty`: 0.0 up to `max_tokens` completion tokens, then falling linearly to -1.0 at
@@ -87,19 +88,17 @@ class Regex(Reward):
 
 class JsonSchema(Reward):
     def __init__(self, name: str, schema: dict | None):
+        from jsonschema import Draft202012Validator
+
         super().__init__(name)
-        self.schema = schema
+        self.validator = Draft202012Validator(schema) if schema is not None else None
 
     def score(self, text, index, columns):
         try:
             value = json.loads(text)
         except ValueError:
             return 0.0
-        if self.schema is None:
-            return 1.0
-        from jsonschema import Draft202012Validator
-
-        return float(Draft202012Validator(self.schema).is_valid(value))
+        return 1.0 if self.validator is None else float(self.validator.is_valid(value))
 
 
 class LengthPenalty(Reward):
