@@ -46,8 +46,8 @@ def run_export(recipe, run_dir: Path) -> dict:
         print(f"export: {note}; the adapter in {adapter_dir} is the result")
         from ftrecipes.export.model_card import write_model_card
 
-        write_model_card(run_dir, adapter_dir)
-        return {"written": ["README.md"], "adapter": str(adapter_dir), "note": note}
+        card = write_model_card(run_dir, adapter_dir)
+        return {"written": [], "adapter": str(adapter_dir), "note": note, "model_card": str(card)}
 
     from ftrecipes.export.verify import check_logits, logits, reference_inputs
     from ftrecipes.model.load import load_model_and_tokenizer, load_tuned
