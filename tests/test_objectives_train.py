@@ -265,3 +265,22 @@ def test_rows_of_the_wrong_kind_stop_the_train_stage_with_a_data_error(tmp_path)
     assert "objective.name=dpo" in message and "data.format=auto" in message
     assert "sft rows" in message and "Acme" not in message  # counts only, never row content
     assert "preference" in refused.value.hint
+
+
+@pytest.mark.parametrize("objective", ["sft", "dpo", "grpo", "pretrain"])
+def test_every_trl_config_takes_precision_and_checkpointing_from_the_recipe(tmp_path, objective):
+    """TRL's configs default to bf16 and gradient checkpointing; the recipe decides both."""
+    from ftrecipes.train import dpo, grpo, pretrain, sft
+    from ftrecipes.train.common import training_arguments
+
+    data = {"dpo": ["data=dpo_en_demo"], "pretrain": ["data=alpaca_en_text", "stages=[prepare,train]"]}
+    overrides = [f"objective={objective}", *data.get(objective, [])]
+    build = {"sft": sft.sft_config, "dpo": dpo.dpo_config, "grpo": grpo.grpo_config,
+             "pretrain": pretrain.pretrain_config}[objective]
+    on_cpu = build(resolve([*overrides, "hardware=cpu"]).recipe, tmp_path, has_eval=False)
+    assert (on_cpu.bf16, on_cpu.fp16, on_cpu.gradient_checkpointing, on_cpu.use_cpu) == (False, False, False, True)
+    checkpointed = build(resolve([*overrides, "train.gradient_checkpointing=true"]).recipe, tmp_path, has_eval=False)
+    assert checkpointed.gradient_checkpointing
+    # a GPU preset's mixed precision (the config object itself needs a GPU to accept bf16)
+    gpu = training_arguments(resolve([*overrides, "hardware=1x_h100", "method=lora"]).recipe, tmp_path, has_eval=True)
+    assert (gpu["bf16"], gpu["fp16"], gpu["use_cpu"]) == (True, False, False)

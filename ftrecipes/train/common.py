@@ -121,7 +121,7 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
         optim=train.optimizer,
-        gradient_checkpointing=train.gradient_checkpointing,
+        **checkpointing_argument(train.gradient_checkpointing),
         bf16=mixed == "bf16",
         fp16=mixed == "fp16",
         use_cpu=on_cpu,
@@ -137,6 +137,16 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         seed=recipe.seed,
         data_seed=recipe.seed,
     )
+
+
+def checkpointing_argument(enabled: bool) -> dict:
+    """transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name
+    warns, and TRL's default of True for it would win only when the new name is unset); older
+    releases know only the old name."""
+    from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": enabled}
 
 
 def output_dir(recipe, run_dir: Path) -> Path:
