@@ -5,6 +5,7 @@
     python -m ftrecipes.launch -m method.r=8,16,32          # a sweep: one run per value
     python -m ftrecipes.launch --cfg job recipe=quickstart  # print the validated recipe
     python -m ftrecipes.launch --config-dir ./team_recipes recipe=our_sft
+    python -m ftrecipes.launch hardware=2n_8x_h100 hydra/launcher=submitit_slurm  # SLURM via submitit
 
 Every job of a sweep is composed and validated before the first one starts. A bad recipe exits 2
 with every problem listed; nothing heavy (torch, transformers) is imported until a stage runs.
@@ -14,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -71,7 +70,10 @@ def launch(argv: list[str]) -> int:
     from ftrecipes.config.problems import RecipeProblems
     from ftrecipes.config.resolve import resolve
 
-    jobs = expand_sweeps(args.overrides, args.multirun)
+    from ftrecipes.distributed.submitit_launch import split_overrides
+
+    overrides, scheduler = split_overrides(args.overrides)  # hydra/launcher=submitit_*: command line only
+    jobs = expand_sweeps(overrides, args.multirun)
     resolved_jobs, problems = [], []
     for job in jobs:
         try:
@@ -81,6 +83,12 @@ def launch(argv: list[str]) -> int:
     if problems:
         raise RecipeProblems(problems)
     stamp = _dt.datetime.now()
+    if scheduler:
+        from ftrecipes.distributed.submitit_launch import submit
+
+        staged = [(job, resolved, run_dir_for(resolved, index if args.multirun else None, stamp))
+                  for index, (job, resolved) in enumerate(resolved_jobs)]
+        return submit(staged, scheduler, args, stage=run_job)
     for index, (job, resolved) in enumerate(resolved_jobs):
         if args.multirun:
             print(f"\n#### job {index}: {' '.join(job)}", flush=True)
@@ -90,7 +98,9 @@ def launch(argv: list[str]) -> int:
     return ExitCode.OK
 
 
-def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
+def run_job(resolved, overrides: list[str], run_dir: Path, args, start: bool = True) -> int:
+    """Prints the plan, creates the run dir and (unless `start` is False: a scheduler starts it)
+    runs the job."""
     import yaml
 
     from ftrecipes import rundir
@@ -110,13 +120,20 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
 
     print_advice(recipe)  # values outside the usual range: printed, never refused
     files = engine_files(recipe)
+    # each SLURM node runs its share through ftrecipes.distributed.node (exit codes, failure message)
+    node_line = str(command) if command.in_process else f"python -m ftrecipes.distributed.node {run_dir}"
     if recipe.hardware.accelerator == "cuda":
-        files["slurm.sbatch"] = render_sbatch(recipe, run_dir, str(command))
+        files["slurm.sbatch"] = render_sbatch(recipe, run_dir, node_line)
     if recipe.dry_run:
         print(f"# resolved recipe '{resolved.name}' (from {', '.join(map(str, resolved.composed.sources))})")
         print(yaml.safe_dump(resolved.to_write, sort_keys=False))
         for name, text in files.items():
             print(f"# {name} (written to the run dir at launch)\n{text}")
+        if recipe.hardware.nodes > 1:
+            from ftrecipes.distributed.node import node_commands
+
+            print("# on each node, with MASTER_ADDR = node 0's address (the launcher runs node 0):")
+            print("\n".join(node_commands(recipe, run_dir)) + "\n")
         print(render(plan, recipe, str(command)))
         print(f"\ndry run: nothing started. The run dir would be {run_dir}")
         return ExitCode.OK
@@ -125,14 +142,18 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args) -> int:
         (run_dir / name).write_text(text, encoding="utf-8")
     print(render(plan, recipe, str(command)))
     print(f"run dir: {run_dir}", flush=True)
+    if not start:
+        return ExitCode.OK
     if command.in_process:
         from ftrecipes.worker import run_stages
 
         run_stages(resolved_path)
     else:
-        code = subprocess.run(command.argv, env=os.environ.copy(), check=False).returncode
-        if code != 0:
-            print(f"ftrecipes: the workers exited with code {code}; see the output above", file=sys.stderr)
+        from ftrecipes.distributed.node import print_other_nodes, run_node
+
+        print_other_nodes(recipe, run_dir)
+        code = run_node(recipe, run_dir, command)
+        if code != ExitCode.OK:
             return code
     print(f"\nrun dir: {run_dir}")
     return ExitCode.OK

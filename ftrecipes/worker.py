@@ -5,6 +5,11 @@
 Stages run in pipeline order, as listed in `stages` (prepare, train, evaluate, export); each is a
 plain function `run_<stage>(recipe, run_dir)` that reads and writes files in the run dir, so a stage
 can run alone on an earlier run (`stages=[evaluate] run_dir=runs/...`).
+
+Under torchrun (several ranks, `ftrecipes.distributed.runtime`): every rank joins the process group
+with `hardware.timeout_s` first; prepare runs on every rank (rank 0 prepares, the others wait for
+it), train on every rank, evaluate and export on rank 0 only, and only rank 0 writes the run dir's
+results. Each rank leaves `logs/exit-rank<N>.json` with its exit code for the launcher.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from ftrecipes.distributed import runtime
 from ftrecipes.errors import ExitCode, report_errors
 
 STAGES = {
@@ -32,8 +38,13 @@ def run_stages(resolved_path: Path) -> dict:
     recipe = load_resolved(resolved_path)
     run_dir = resolved_path.parent
     results, run_started, stage = {}, time.perf_counter(), None
+    runtime.start(recipe)
     try:
         for stage in recipe.stages:
+            if not runtime.runs_here(stage):
+                continue
+            if stage != "train" and "train" in results:
+                runtime.end_training()  # rank 0 goes on alone; the other ranks are done
             module, function = STAGES[stage].split(":")
             print(f"\n== {stage} ==", flush=True)
             started = time.perf_counter()
@@ -42,7 +53,9 @@ def run_stages(resolved_path: Path) -> dict:
     except BaseException:
         _finish(recipe, run_dir, time.perf_counter() - run_started, failed=stage)
         raise
-    (run_dir / "stages.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    runtime.end_training()
+    if runtime.is_main():
+        (run_dir / "stages.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     _finish(recipe, run_dir, time.perf_counter() - run_started)
     return results
 
@@ -50,7 +63,7 @@ def run_stages(resolved_path: Path) -> dict:
 def _finish(recipe, run_dir: Path, seconds: float, failed: str | None = None) -> None:
     """summary.json, the console summary and report.html, on rank 0 only; a failure here is
     reported but never hides the stage's own error or result."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not runtime.is_main():
         return
     try:
         from ftrecipes.monitor.summary import finish_run
@@ -60,8 +73,12 @@ def _finish(recipe, run_dir: Path, seconds: float, failed: str | None = None) ->
         print(f"ftrecipes: could not write the run summary/report: {type(exc).__name__}: {exc}", file=sys.stderr)
 
 
-def _run_for_exit_code(path: Path) -> None:
-    run_stages(path)
+def _run_for_exit_code(path: Path, seen: list) -> None:
+    try:
+        run_stages(path)
+    except BaseException as error:
+        seen.append(error)  # for this rank's exit report
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +90,15 @@ def main(argv: list[str] | None = None) -> int:
     if not path.is_file():
         print(f"ftrecipes: {path} does not exist\n  fix: give the recipe.resolved.yaml of a run dir", file=sys.stderr)
         return ExitCode.RECIPE
-    return report_errors(_run_for_exit_code, path)
+    if runtime.world() <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
+        return report_errors(_run_for_exit_code, path, [])
+    seen: list = []
+    code = ExitCode.INTERNAL
+    try:
+        code = report_errors(_run_for_exit_code, path, seen)
+        return code
+    finally:
+        runtime.write_exit_report(path.parent, code, seen[-1] if seen else None)
 
 
 if __name__ == "__main__":

@@ -55,3 +55,18 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"{SHARED_DATASETS} is absent (a user's clone): the real-dataset tests need it")
     return SHARED_DATASETS
+
+
+@pytest.fixture(scope="session")
+def torch_extensions(tmp_path_factory) -> Path:
+    """One TORCH_EXTENSIONS_DIR for the whole test run: DeepSpeed compiles its CPU comm op (about
+    34 s) and CPU Adam (about 53 s) on first use, then every later test loads them from here."""
+    return tmp_path_factory.mktemp("torch_extensions")
+
+
+@pytest.fixture(scope="session")
+def scale_root(tmp_path_factory, torch_extensions) -> tuple[Path, dict]:
+    """The folder and environment the multi-process tests share: one model cache (their small
+    model is built once per test run) and the DeepSpeed op cache."""
+    root = tmp_path_factory.mktemp("scale")
+    return root, {"FTRECIPES_CACHE": str(root / "cache"), "TORCH_EXTENSIONS_DIR": str(torch_extensions)}

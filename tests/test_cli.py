@@ -47,7 +47,7 @@ def test_dry_run_creates_nothing(tmp_path):
 def test_multi_gpu_dry_run_uses_torchrun():
     result = run_cli("recipe=qwen32b_qlora", "hardware=8x_h100", "dry_run=true")
     assert result.code == 0
-    assert "torchrun --nproc_per_node 8 --standalone -m ftrecipes.worker" in result.out
+    assert "torchrun --nproc_per_node 8 --standalone --log-dir" in result.out and "-m ftrecipes.worker" in result.out
 
 
 def test_help_lists_every_group_and_option():

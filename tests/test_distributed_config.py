@@ -22,7 +22,7 @@ def test_dry_run_prints_the_deepspeed_json_it_will_use(strategy, stage):
     if strategy == "zero3_offload":
         assert config["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
         assert config["zero_optimization"]["offload_param"]["device"] == "cpu"
-    assert "torchrun --nproc_per_node 8 --standalone -m ftrecipes.worker" in result.out
+    assert "torchrun --nproc_per_node 8 --standalone --log-dir" in result.out
 
 
 def test_a_recipe_can_bring_its_own_deepspeed_json(tmp_path):
@@ -36,27 +36,28 @@ def test_a_recipe_can_bring_its_own_deepspeed_json(tmp_path):
 
 
 def test_fsdp2_settings_follow_gradient_checkpointing():
-    result = run_cli("hardware=8x_h100", "train.gradient_checkpointing=true", "dry_run=true")
+    result = run_cli("hardware=8x_h100", "hardware.strategy=fsdp2", "train.gradient_checkpointing=true", "dry_run=true")
     assert result.code == 0
     block = result.out.split("# fsdp2.yaml (written to the run dir at launch)\n", 1)[1]
-    assert "fsdp_version: 2" in block and "activation_checkpointing: true" in block
-    assert "auto_wrap_policy: TRANSFORMER_BASED_WRAP" in block and "cpu_ram_efficient_loading: true" in block
+    assert "activation_checkpointing: true" in block and "reshard_after_forward: true" in block
+    assert "offload_params: false" in block
 
 
 def test_two_nodes_render_rendezvous_flags_and_an_sbatch_script():
     result = run_cli("recipe=qwen32b_qlora", "hardware=2n_8x_h100", "dry_run=true")
     assert result.code == 0
     command = ('torchrun --nproc_per_node 8 --nnodes 2 --node_rank "${NODE_RANK}" --rdzv_backend c10d '
-               '--rdzv_id "${RUN_ID}" --rdzv_endpoint "${MASTER_ADDR}:${MASTER_PORT:-29500}" -m ftrecipes.worker')
-    assert command in result.out
+               '--rdzv_id "${RUN_ID}" --rdzv_endpoint "${MASTER_ADDR}:29500" --log-dir ')
+    assert command in result.out and "--tee 3 --local-ranks-filter 0 -m ftrecipes.worker" in result.out
+    assert "NODE_RANK=1 MASTER_ADDR=${MASTER_ADDR} python -m ftrecipes.distributed.node /" in result.out
     sbatch = result.out.split("# slurm.sbatch (written to the run dir at launch)\n", 1)[1]
     for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=B:USR1@300", "#SBATCH --requeue",
-                 "NODE_RANK=$SLURM_NODEID exec torchrun"):
+                 "NODE_RANK=$SLURM_NODEID exec python -m ftrecipes.distributed.node"):
         assert line in sbatch
 
 
 def test_cpu_presets_have_no_engine_files():
     result = run_cli("hardware=cpu_2proc", "dry_run=true")
     assert result.code == 0
-    assert "torchrun --nproc_per_node 2 --standalone -m ftrecipes.worker" in result.out
+    assert "torchrun --nproc_per_node 2 --standalone --log-dir" in result.out
     assert "deepspeed.json" not in result.out and "slurm.sbatch" not in result.out

@@ -24,6 +24,7 @@ from ftrecipes.data.pipeline import run_prepare
 from ftrecipes.evaluate.heldout import perplexity
 from ftrecipes.export.merge import run_export
 from ftrecipes.model.load import load_model_and_tokenizer, load_tuned
+from ftrecipes.model.methods import apply_method
 from ftrecipes.plan import params
 
 SMALL = [
@@ -155,4 +156,15 @@ def _assert_merge_matches_adapter(recipe, run_dir, ids):
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "model", use_safetensors=True)
     assert not any(tag in n for n, _ in merged.named_parameters() for tag in ("lora", "ia3", "hada"))
     with torch.no_grad():
-        torch.testing.assert_close(merged(ids).logits, adapter_model(ids).logits, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(merged(ids).logits, adapter_model(ids).logits, atol=1e-4, rtol=0)
+
+
+def test_prompt_tuning_text_init_starts_from_the_texts_embeddings(prepared):
+    _, base_overrides = prepared
+    text = "Extract the invoice fields as JSON."
+    recipe = resolve([*base_overrides, "method=prompt_tuning", "method.init=text", f"method.init_text='{text}'"]).recipe
+    base, tokenizer = load_model_and_tokenizer(recipe)
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    virtual = apply_method(base, recipe).prompt_encoder["default"].embedding.weight
+    expected = base.get_input_embeddings().weight[(ids * recipe.method.num_virtual_tokens)[: recipe.method.num_virtual_tokens]]
+    torch.testing.assert_close(virtual, expected)

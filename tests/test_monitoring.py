@@ -140,6 +140,11 @@ def test_secret_canary_is_in_no_file_the_run_wrote(tracked):
     result, run_dir, _ = tracked
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any(p.suffix == ".wandb" for p in files) and any("tfevents" in p.name for p in files)
+    # the checkpoints too: the pickled TrainingArguments and the manifest's recipe fingerprint
+    # (model.revision above is an ${oc.env:...} value given on the command line)
+    names = {p.relative_to(run_dir).as_posix() for p in files}
+    assert any(n.startswith("checkpoints/checkpoint-") and n.endswith("/training_args.bin") for n in names)
+    assert any(n.startswith("checkpoints/checkpoint-") and n.endswith("/manifest.json") for n in names)
     leaked = [str(p.relative_to(run_dir)) for p in files if CANARY.encode() in p.read_bytes()]
     assert leaked == []
     assert CANARY not in result.out + result.err
@@ -170,6 +175,11 @@ def test_health_checks_on_synthetic_series():
     assert health.rising_loss(rising, 3, 1e-3).check == "rising_loss"
     falling = [{"step": s, "eval_loss": v} for s, v in ((10, 1.6), (20, 1.3), (30, 1.1), (40, 1.0))]
     assert health.rising_loss(falling, 3, 1e-3) is None and health.plateau(falling, 3, 0.01) is None
+    # a jump above 1.5x the best and above the start is divergence, even with few logs
+    jump = [{"step": s, "loss": v} for s, v in ((1, 5.3), (2, 5.5), (3, 8.9))]
+    assert "jumped to 8.9" in health.rising_loss(jump, 3, 0.5).message
+    noisy = [{"step": s, "loss": v} for s, v in ((1, 5.3), (2, 3.0), (3, 4.6), (4, 3.1), (5, 4.4))]
+    assert health.rising_loss(noisy, 3, 1e-4) is None  # above 1.5x the best, but below the start
     flat = falling + [{"step": s, "eval_loss": 1.0 - 1e-4 * i} for i, s in enumerate((50, 60, 70))]
     assert health.plateau(flat, 3, 0.01).check == "plateau"
     diverging = [{"step": s, "loss": 2.0 - s / 100} for s in range(5, 100, 5)] + rising

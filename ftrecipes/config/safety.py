@@ -7,7 +7,10 @@ after composition, before interpolations are resolved or any value is used (`che
   that are URLs are refused: download the recipe, read it, and pass the folder.
 - A recipe folder's `config.yaml` may not hold a `hydra:` block, and the command line may not
   set `hydra.*`: Hydra's `hydra.searchpath` entries such as `pkg://NAME` import a Python module
-  while composing (code in the current directory would run).
+  while composing (code in the current directory would run). The one exception is the job
+  launcher, chosen on the command line only (`hydra/launcher=submitit_slurm|submitit_local` and
+  its `hydra.launcher.<key>` settings, never `_target_`): the launcher takes those overrides out
+  before composing, see `ftrecipes.distributed.submitit_launch`.
 - A `_target_` key anywhere in the composed recipe (files or `+x._target_=...` overrides) is
   refused unless its value is one name directly inside a module listed in
   `ALLOWED_TARGET_PREFIXES`, defined here in code. A recipe cannot extend the list. It is empty

@@ -6,10 +6,12 @@
   ("auto" values are filled by transformers from the training arguments), or the recipe's own
   file when `hardware.deepspeed_config` names one;
 - `fsdp2`: `fsdp2.yaml` (`launch/fsdp2.yaml`, or `hardware.fsdp_config`), with activation
-  checkpointing taken from `train.gradient_checkpointing`;
+  checkpointing taken from `train.gradient_checkpointing` (transformers applies the settings
+  while loading the model: `ftrecipes.distributed.sharding`);
 - `none`, `ddp`: nothing (DDP is the default of a multi-process Trainer).
 
-Raises `RecipeError` when a named config file is missing or is not valid JSON/YAML.
+Raises `RecipeError` when a named config file is missing, is not valid JSON/YAML, or (FSDP2) has
+keys ftrecipes does not apply.
 """
 
 from __future__ import annotations
@@ -40,7 +42,11 @@ def deepspeed_config(hardware) -> dict:
                           hint="fix the file (DeepSpeed reads JSON)") from None
 
 
+FSDP2_KEYS = ("reshard_after_forward", "offload_params", "activation_checkpointing", "fsdp_plan")
+
+
 def fsdp_config(hardware, gradient_checkpointing: bool) -> dict:
+    """The FSDP2 settings (see `ftrecipes.distributed.sharding`); an unknown key is refused."""
     import yaml
 
     own = hardware.get("fsdp_config")
@@ -49,6 +55,10 @@ def fsdp_config(hardware, gradient_checkpointing: bool) -> dict:
         config = yaml.safe_load(_read(path, "hardware.fsdp_config")) or {}
     except yaml.YAMLError as exc:
         raise RecipeError(f"hardware.fsdp_config: '{path}' is not valid YAML ({exc})", hint="fix the file") from None
+    unknown = sorted(set(config) - set(FSDP2_KEYS))
+    if unknown:
+        raise RecipeError(f"hardware.fsdp_config: '{path}' has unknown keys {unknown}",
+                          hint=f"use only {', '.join(FSDP2_KEYS)} (see launch/fsdp2.yaml)")
     config["activation_checkpointing"] = bool(gradient_checkpointing)
     return config
 

@@ -130,11 +130,13 @@ def load_tokenizer(recipe, path: str):
     return tokenizer
 
 
-def load_model_and_tokenizer(recipe, path: str | None = None, quantize: bool | None = None):
+def load_model_and_tokenizer(recipe, path: str | None = None, quantize: bool | None = None, shard: bool = False):
     """`(model, tokenizer)` for `recipe.model`, read from `path` (default: the resolved base).
 
     `quantize` (default: whether the method wants a quantized base) loads it through bitsandbytes;
-    export passes False to merge an adapter into full-precision weights.
+    export passes False to merge an adapter into full-precision weights. `shard` (the train
+    stage) loads each rank's FSDP2 shard when `hardware.strategy=fsdp2` runs on several ranks
+    (`ftrecipes.distributed.sharding`).
     """
     from transformers import AutoModelForCausalLM
 
@@ -148,6 +150,12 @@ def load_model_and_tokenizer(recipe, path: str | None = None, quantize: bool | N
 
         extra = {"quantization_config": quantized.quantization_config(recipe),
                  "device_map": quantized.device_map(recipe)}
+    if shard:
+        from ftrecipes.distributed import sharding
+
+        if sharding.wants_sharded_load(recipe):
+            extra.pop("device_map", None)  # the FSDP mesh places each shard
+            extra["distributed_config"] = sharding.fsdp2_config(recipe)
     try:
         model = AutoModelForCausalLM.from_pretrained(
             path,
@@ -165,6 +173,8 @@ def load_model_and_tokenizer(recipe, path: str | None = None, quantize: bool | N
         ) from None
     if quantize:
         quantized.finish_load(model, recipe)
+    if "distributed_config" in extra:
+        print(sharding.describe(model), flush=True)  # one line per rank, in that rank's log
     tokenizer = load_tokenizer(recipe, path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id

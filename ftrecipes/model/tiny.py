@@ -114,6 +114,11 @@ def build_tiny_model(model_cfg, trust_remote_code: bool = False) -> Path:
         _build_into(model_cfg, tmp)
         for path in [tmp, *tmp.iterdir()]:  # mkdtemp makes the folder private
             path.chmod(0o755 if path.is_dir() else 0o644)
+        missing = [name for name in ("config.json", "model.safetensors") if not (tmp / name).is_file()]
+        if missing:
+            raise RuntimeError(f"the tiny model build wrote no {', '.join(missing)} into {tmp}")
+        if final.is_dir() and not (final / "config.json").is_file():
+            _discard_incomplete(final)
         try:
             os.rename(tmp, final)
         except OSError:  # another process finished the same build first
@@ -122,6 +127,17 @@ def build_tiny_model(model_cfg, trust_remote_code: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _discard_incomplete(final: Path) -> None:
+    """Moves a cached folder without config.json (left by an interrupted or older build) out of
+    the way, so the fresh build can take its name."""
+    aside = Path(tempfile.mkdtemp(prefix=f".{final.name}-incomplete-", dir=final.parent))
+    try:
+        os.rename(final, aside / "old")
+    except OSError:  # another process replaced it meanwhile
+        pass
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _check_family(arch) -> None:
@@ -157,6 +173,9 @@ def _build_into(model_cfg, out: Path) -> None:
     ids = [[tokenizer.bos_token_id, *e.ids, tokenizer.eos_token_id][: build.pretrain_seq_len] for e in encoded]
     model = _init_model(model_cfg.architecture, tokenizer, build.seed)
     final_loss = _pretrain(model, ids, build, tokenizer.pad_token_id)
+    # transformers 5 writes weights only on global rank 0 once a process group exists, but this
+    # build is private to this process (each node of a multi-node run may need its own copy).
+    model.should_save_on_this_rank = lambda is_main_process: is_main_process
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     info = {

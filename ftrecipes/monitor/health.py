@@ -21,6 +21,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+SPIKE = 1.5  # a logged training loss this many times its best so far is a divergence
+
+
 @dataclass(frozen=True)
 class Warning_:
     check: str
@@ -30,20 +33,27 @@ class Warning_:
 
 
 def rising_loss(rows: list[dict], window: int, learning_rate: float) -> Warning_ | None:
-    """The loss rose over the last `window` evaluations (or logged train losses)."""
+    """The loss rose over the last `window` evaluations (or logged train losses), or the training
+    loss jumped: the latest value is above `SPIKE` times the best before it and above where it
+    started. A jump is divergence even when the loss comes back down later (to the unigram
+    floor, typically), so it speaks as soon as it is logged."""
+    advice = f"lower the learning rate: method.learning_rate={learning_rate / 3:.2g} (now {learning_rate:.2g})"
+    losses = [(r["step"], r["loss"]) for r in rows if _finite(r.get("loss")) and not _finite(r.get("eval_loss"))]
+    if len(losses) >= 3:
+        best_before, first, (step, last) = min(v for _, v in losses[:-1]), losses[0][1], losses[-1]
+        if last > SPIKE * best_before and last > first:
+            return Warning_("rising_loss", step, f"the training loss jumped to {last:.3g} (best so far "
+                            f"{best_before:.3g}): the run is diverging", advice)
     for key, what in (("eval_loss", "validation loss"), ("loss", "training loss")):
         series = [(r["step"], r[key]) for r in rows if _finite(r.get(key))]
         if len(series) < window + 1:
             continue
         tail = series[-(window + 1):]
         values = [v for _, v in tail]
-        best = min(v for _, v in series)
-        if all(b > a for a, b in zip(values, values[1:])) or (key == "loss" and values[-1] > 1.5 * best and
-                                                              values[-1] > values[0]):
+        if all(b > a for a, b in zip(values, values[1:])):
             trail = " -> ".join(f"{v:.3g}" for v in values)
             return Warning_("rising_loss", tail[-1][0], f"the {what} rose over the last {window} logs ({trail})",
-                            f"lower the learning rate: method.learning_rate={learning_rate / 3:.2g} "
-                            f"(now {learning_rate:.2g})")
+                            advice)
         if key == "eval_loss":
             return None  # with enough evaluations, they decide
     return None

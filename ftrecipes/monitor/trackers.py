@@ -153,6 +153,8 @@ def enabled_backends(recipe) -> list[str]:
 
 
 def open_trackers(recipe, run_dir: Path) -> list:
+    if int(os.environ.get("RANK", "0")) != 0:
+        return []  # one run per job in each tracker: rank 0 reports (its values are gathered over ranks)
     name = recipe.logging.run_name or Path(run_dir).resolve().name
     sinks = []
     for backend in enabled_backends(recipe):

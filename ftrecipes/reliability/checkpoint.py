@@ -13,8 +13,9 @@ A trainer writes each checkpoint into a temporary folder, then calls `commit`, w
 
 Only a `checkpoint-<step>` folder whose manifest verifies counts: `verify` re-hashes every file,
 so a deleted, truncated or bit-flipped file (the manifest included) is found and named. A
-crash leaves at most a `.tmp-checkpoint-*` folder, which never counts. `retain` deletes old
-checkpoints after a commit, never the newest verified one. A full disk during a save becomes
+crash leaves at most a `.tmp-checkpoint-*` or `.trash-checkpoint-*` folder, which never counts.
+`retain` deletes old checkpoints after a commit (renamed away first, so never half-deleted),
+never the newest verified one. A full disk during a save becomes
 `OutOfResources` (exit 5) naming the last good checkpoint, which stays intact (`saving`).
 
 Recipe keys: `train.checkpoint.interval_steps` (how often the trainer saves),
@@ -226,13 +227,24 @@ def retain(root: Path, keep: int, *, newest: Path | None = None) -> list[Path]:
     survivors = set(intact[: max(keep - 1, 0)])
     for path in older:
         if path not in survivors:
-            shutil.rmtree(path, ignore_errors=True)
+            _delete(path)
             deleted.append(path)
     for path in root.iterdir():
         if path.name.startswith((TMP_PREFIX, TRASH_PREFIX)) and path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
             deleted.append(path)
     return deleted
+
+
+def _delete(path: Path) -> None:
+    """Renames `path` out of the `checkpoint-<step>` namespace first (atomic), then removes it: a
+    kill during the removal leaves a trash folder, never a half-deleted checkpoint that counts."""
+    trash = path.with_name(f"{TRASH_PREFIX}{path.name}-{os.getpid()}")
+    try:
+        os.rename(path, trash)
+    except OSError:
+        trash = path
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 @contextlib.contextmanager

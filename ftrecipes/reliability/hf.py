@@ -77,23 +77,28 @@ def commit_callback(recipe, run_dir: Path, root: Path, world_size: int | None = 
 
 
 def preemption_callback(signals=(signal.SIGTERM, signal.SIGUSR1)):
-    """A TrainerCallback that turns the scheduler's signal into: finish the current step, save
-    (committed by `commit_callback`), stop. Every rank stops at the same step (the flag is
-    all-reduced each step when torch.distributed is initialized). Create it in the main thread;
-    the previous handlers come back when training ends."""
+    """A TrainerCallback that turns the scheduler's signal into: finish the current step (or the
+    running evaluation), save (committed by `commit_callback`), stop. Every rank stops at the same
+    step (the flag is all-reduced each step when torch.distributed is initialized). Create it in
+    the main thread; the previous handlers come back when training ends (or call `restore()`)."""
     from transformers import TrainerCallback
 
     class Preemption(TrainerCallback):
         def __init__(self):
-            self.received = None
+            self.received, self.saved_step = None, None
             self.previous = {sig: signal.signal(sig, self._note) for sig in signals}
 
         def _note(self, signum, frame):
             self.received = signum
 
-        def on_train_end(self, args, state, control, **kwargs):
+        def restore(self):
+            """The previous handlers back (idempotent); also called when training raises."""
             for sig, handler in self.previous.items():  # later stages get the default behaviour back
                 signal.signal(sig, handler)
+            self.previous = {}
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.restore()
 
         def on_step_end(self, args, state, control, **kwargs):
             if _any_rank(self.received is not None, args.device):
@@ -102,7 +107,51 @@ def preemption_callback(signals=(signal.SIGTERM, signal.SIGUSR1)):
                 control.should_training_stop = True
             return control
 
+        def on_evaluate(self, args, state, control, **kwargs):
+            # a signal that arrives during an evaluation: the Trainer saves right after it returns,
+            # unless this step is saved already (a second save would hold the RNG state after the eval)
+            if state.global_step != self.saved_step:
+                self.on_step_end(args, state, control)
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            self.saved_step = state.global_step
+            return control
+
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if self.received is not None:  # stopping: no end-of-epoch evaluation (or save) of a cut epoch
+                control.should_evaluate = False
+                control.should_save = state.global_step != self.saved_step
+            return control
+
     return Preemption()
+
+
+def isolate_evaluation_rng(trainer) -> None:
+    """Wraps `trainer.evaluate` (this trainer object only) so that an evaluation during training
+    leaves the python, numpy and torch RNG states as it found them. Without it, a checkpoint saved
+    at the last step of an epoch holds the RNG state from before the epoch-end evaluation, which
+    a resume never replays, so the resumed run's dropout would differ from the uninterrupted one."""
+    import functools
+    import random
+
+    import numpy as np
+    import torch
+
+    original = trainer.evaluate
+
+    @functools.wraps(original)
+    def evaluate(*args, **kwargs):
+        cuda = [torch.cuda.current_device()] if trainer.args.device.type == "cuda" else []
+        python, numpy = random.getstate(), np.random.get_state()
+        with torch.random.fork_rng(devices=cuda):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                random.setstate(python)
+                np.random.set_state(numpy)
+
+    trainer.evaluate = evaluate
 
 
 def raise_if_preempted(callback, state) -> None:

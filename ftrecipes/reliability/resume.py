@@ -45,6 +45,30 @@ def _plain(recipe) -> dict:
     return OmegaConf.to_container(recipe, resolve=True)
 
 
+def _as_written(plain: dict, run_dir: Path | None) -> dict:
+    """`plain` with every value that `run_dir/recipe.resolved.yaml` writes as `${oc.env:...}` put
+    back as written: the fingerprint is stored in every checkpoint's manifest, and an environment
+    value may be a secret (workers get the recipe with it resolved)."""
+    written = Path(run_dir) / "recipe.resolved.yaml" if run_dir is not None else None
+    if written is None or not written.is_file():
+        return plain
+    import yaml
+
+    try:
+        raw = yaml.safe_load(written.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return plain
+    return _keep_env(raw, plain)
+
+
+def _keep_env(raw: Any, resolved: Any) -> Any:
+    if isinstance(raw, dict) and isinstance(resolved, dict):
+        return {k: _keep_env(raw.get(k), v) for k, v in resolved.items()}
+    if isinstance(raw, list) and isinstance(resolved, list) and len(raw) == len(resolved):
+        return [_keep_env(r, v) for r, v in zip(raw, resolved)]
+    return raw if isinstance(raw, str) and "oc.env" in raw else resolved
+
+
 def _flatten(value: Any, prefix: str, out: dict) -> None:
     if isinstance(value, dict):
         for key in sorted(value):
@@ -79,7 +103,7 @@ def recipe_fingerprint(recipe, *, run_dir: Path | None = None, world_size: int |
     """
     from ftrecipes.plan.memory import world_size as implied_world_size
 
-    plain, out = _plain(recipe), {}
+    plain, out = _as_written(_plain(recipe), run_dir), {}
     for path in FINGERPRINT_KEYS:
         node, found = plain, True
         for part in path.split("."):

@@ -8,7 +8,10 @@
   (`logging.health`, `ftrecipes.monitor.health`), and stops on a non-finite loss;
 - a rich progress bar with step and ETA (`logging.progress_bars`);
 - the method's own per-step hooks (`ftrecipes.model.methods.method_callbacks`, e.g. AdaLoRA's
-  rank reallocation), so no objective can forget them.
+  rank reallocation), so no objective can forget them;
+- the numerics guard (`train.nonfinite.*`: a non-finite loss or gradient norm stops before the
+  optimizer step, exit 4; empty batches are counted, never NaN), see `ftrecipes.train.numerics`;
+- preemption and checkpoint commits (`train.checkpoint.*`, `resume`), see `ftrecipes.reliability.hf`.
 
 Trainers for every objective (sft, dpo, grpo, pretrain) pass all of them to TRL; they set
 `disable_tqdm` so the rich bar is the only one.
@@ -27,9 +30,29 @@ from ftrecipes.train.metrics import MetricsJsonl
 
 
 def standard_callbacks(recipe, run_dir: Path, model) -> tuple[list, MetricsJsonl]:
-    metrics_path = Path(run_dir) / "metrics.jsonl"
-    metrics_path.unlink(missing_ok=True)
+    metrics_path = Path(run_dir) / "metrics.jsonl"  # emptied, or cut back to a resumed step, at train begin
     sinks = [Health(recipe, run_dir), *open_trackers(recipe, run_dir)]
     metrics = MetricsJsonl(metrics_path, enrich=Throughput(recipe, model), sinks=sinks)
     progress = [TrainProgress()] if recipe.logging.progress_bars else []
-    return [metrics, *progress, *method_callbacks(model, recipe)], metrics
+    return [*numerics_callbacks(recipe, run_dir), metrics, *progress, *method_callbacks(model, recipe),
+            *checkpoint_callbacks(recipe, run_dir)], metrics
+
+
+def numerics_callbacks(recipe, run_dir: Path) -> list:
+    """The numerics guard (`train.nonfinite.*`, `ftrecipes.train.numerics`). It comes before
+    MetricsJsonl, so its counts land in the same metrics.jsonl rows."""
+    from ftrecipes.train.common import checkpoint_root
+    from ftrecipes.train.numerics import NumericsGuard
+
+    return [NumericsGuard.from_recipe(recipe, checkpoint_root(run_dir))]
+
+
+def checkpoint_callbacks(recipe, run_dir: Path) -> list:
+    """Preemption (SIGTERM/SIGUSR1: save at the step boundary, stop; exit 6) and the commit of
+    each checkpoint HF saves (`train.checkpoint.*`), from `ftrecipes.reliability.hf`. They come
+    last: the commit must follow every callback that may still ask for a save."""
+    from ftrecipes.reliability import hf
+    from ftrecipes.train.common import checkpoint_root
+
+    root = checkpoint_root(run_dir)
+    return [hf.preemption_callback(), hf.commit_callback(recipe, run_dir, root)]

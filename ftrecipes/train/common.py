@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from ftrecipes.data.splits import read_split
+from ftrecipes.distributed.sharding import save_arguments
+from ftrecipes.distributed.trainer_args import distributed_arguments
 from ftrecipes.errors import DataError
 from ftrecipes.train.stage import ACCEPTS, SUGGESTED_FORMAT
 
@@ -70,7 +72,7 @@ def setup_model(recipe, sequences: int):
     from ftrecipes.train.schedule import total_optimizer_steps
 
     set_seed(recipe.seed)
-    model, tokenizer = load_model_and_tokenizer(recipe)
+    model, tokenizer = load_model_and_tokenizer(recipe, shard=True)  # hardware.strategy=fsdp2: this rank's shard
     model = apply_method(model, recipe, total_steps=total_optimizer_steps(recipe, sequences))
     trainable, total = count_parameters(model)
     print(f"train: {recipe.objective.name} with {recipe.method.name} on {recipe.model.name}: "
@@ -97,6 +99,7 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
     - validation: every `train.eval_interval` steps, once per epoch when null, never without rows.
     - logging: `logging.log_interval`; trackers, health checks and the progress bar come from
       `ftrecipes.train.callbacks.standard_callbacks`.
+    - checkpoints: `train.checkpoint.*`, see `checkpoint_arguments`.
     - reproducibility: `seed`.
     """
     train = recipe.train
@@ -108,8 +111,8 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         eval_strategy, eval_steps = "epoch", None
     else:
         eval_strategy, eval_steps = "steps", train.eval_interval
-    return dict(
-        output_dir=str(Path(run_dir) / "checkpoints"),
+    return {**dict(
+        **checkpoint_arguments(recipe, run_dir),
         num_train_epochs=train.epochs,
         max_steps=-1 if train.max_steps is None else train.max_steps,
         per_device_train_batch_size=train.micro_batch_size,
@@ -133,10 +136,9 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         disable_tqdm=True,  # ftrecipes.monitor.progress draws the bar (logging.progress_bars)
         include_num_input_tokens_seen="non_padding",  # tokens/s and MFU in metrics.jsonl
         report_to=[],
-        save_strategy="no",
         seed=recipe.seed,
         data_seed=recipe.seed,
-    )
+    ), **distributed_arguments(recipe, run_dir)}  # hardware.*: timeout, DeepSpeed (ftrecipes.distributed)
 
 
 def checkpointing_argument(enabled: bool) -> dict:
@@ -164,11 +166,13 @@ def save(trainer, tokenizer, recipe, run_dir: Path) -> Path:
     """
     out = output_dir(recipe, run_dir)
     model = trainer.accelerator.unwrap_model(trainer.model)
+    ranks = save_arguments(trainer)  # every rank calls: sharded weights are gathered; rank 0 writes
     if hasattr(model, "peft_config"):
-        model.save_pretrained(out, safe_serialization=True, selected_adapters=["default"])
+        model.save_pretrained(out, safe_serialization=True, selected_adapters=["default"], **ranks)
     else:
-        model.save_pretrained(out, safe_serialization=True)
-    tokenizer.save_pretrained(out)
+        model.save_pretrained(out, safe_serialization=True, **ranks)
+    if ranks["is_main_process"]:
+        tokenizer.save_pretrained(out)
     return out
 
 
@@ -176,7 +180,7 @@ def run_and_save(trainer, tokenizer, recipe, run_dir: Path, metrics, sizes: tupl
     """Trains, saves, prints one line and returns the summary every objective reports:
     `saved, steps, first_loss, last_loss, train_loss, train_seconds, trainable_params, total_params`."""
     started = time.time()
-    result = trainer.train()
+    result, guard = train_with_checkpoints(trainer, recipe, run_dir, metrics)
     seconds = time.time() - started
     out = save(trainer, tokenizer, recipe, run_dir)
     losses = metrics.losses()
@@ -191,11 +195,105 @@ def run_and_save(trainer, tokenizer, recipe, run_dir: Path, metrics, sizes: tupl
         "trainable_params": sizes[0],
         "total_params": sizes[1],
         "trainable_fraction": sizes[0] / sizes[1] if sizes[1] else 0.0,  # asked for by the methods layer
+        "empty_batches": guard.empty_batches if guard else 0,
+        "skipped_steps": guard.skipped_steps if guard else 0,
     }
     if losses:
         print(f"train: {result.global_step} steps in {seconds:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     print(f"train: saved {out}")
     return summary
+
+
+def checkpoint_root(run_dir: Path) -> Path:
+    """`run_dir/checkpoints/`: committed `checkpoint-<step>` folders (ftrecipes.reliability.checkpoint)."""
+    return Path(run_dir) / "checkpoints"
+
+
+def checkpoint_arguments(recipe, run_dir: Path) -> dict:
+    """TrainingArguments for the checkpoint protocol (`ftrecipes.reliability.hf`): HF saves into a
+    staging folder under `checkpoint_root` every `train.checkpoint.interval_steps` steps (null:
+    each epoch) with the optimizer, scheduler and RNG state; `standard_callbacks` commits them."""
+    from ftrecipes.reliability import hf
+
+    return hf.checkpoint_arguments(recipe, checkpoint_root(run_dir))
+
+
+def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
+    """`trainer.train()` under the reliability protocol; returns `(TrainOutput, NumericsGuard or None)`.
+
+    Before training: secrets are cleared from the trainer's arguments (they are pickled into every
+    checkpoint), the disk must hold `train.checkpoint.keep` + 1 checkpoints (exit 5), and `resume`
+    picks the committed checkpoint to continue from (see `ftrecipes.reliability.resume`). The
+    numerics guard is attached (`train.nonfinite.*`), and evaluations leave the RNG streams alone
+    (`hf.isolate_evaluation_rng`). After: `Preempted` (exit 6) when a SIGTERM
+    or SIGUSR1 stopped the run; its checkpoint is committed. Where the distributed strategy turns
+    periodic checkpoints off (`save_strategy="no"`), signals keep their default effect.
+    """
+    import json
+    import shutil
+
+    from ftrecipes.reliability import hf, preflight
+    from ftrecipes.train.numerics import NumericsGuard
+
+    root = checkpoint_root(run_dir)
+    hf.scrub_secrets(trainer.args)
+    callbacks = trainer.callback_handler.callbacks
+    guard = next((c for c in callbacks if isinstance(c, NumericsGuard)), None)
+    preemption = next((c for c in callbacks if type(c).__name__ == "Preemption"), None)  # hf.preemption_callback
+    if trainer.args.save_strategy == "no" and preemption is not None:
+        # no periodic checkpoints (ftrecipes.distributed.trainer_args, ZeRO and fsdp2): a signal
+        # cannot be answered with a checkpoint, so it ends the run as usual (not exit 6)
+        preemption.restore()
+        trainer.remove_callback(preemption)
+        preemption = None
+    elif trainer.args.save_strategy != "no":
+        plan_file = Path(run_dir) / "plan.json"
+        plan = json.loads(plan_file.read_text()) if plan_file.is_file() else None
+        preflight.check_checkpoint_space(recipe, root, plan if plan and "parameters" in plan else None)
+    if guard is not None:
+        guard.attach(trainer)
+    hf.isolate_evaluation_rng(trainer)
+    start = hf.resume_checkpoint(recipe, run_dir, root)
+    if trainer.args.process_index == 0:  # a save a kill interrupted: never mixed into the next one
+        shutil.rmtree(Path(trainer.args.output_dir), ignore_errors=True)
+    try:
+        finished = finished_checkpoint(trainer, start)
+        if finished:
+            result = finish_from(trainer, start, finished, metrics)
+        else:
+            result = trainer.train(resume_from_checkpoint=start)
+    finally:
+        if preemption is not None:
+            preemption.restore()
+        metrics.finish()  # trackers close even when training raised
+    if preemption is not None:
+        hf.raise_if_preempted(preemption, trainer.state)
+    return result, guard
+
+
+def finished_checkpoint(trainer, start: str | None):
+    """The TrainerState of `start` when it is already at `train.max_steps` (a run stopped between its
+    last checkpoint and the final save), else None. Resuming such a checkpoint, transformers would
+    run one step past max_steps."""
+    from transformers import TrainerState
+
+    if start is None or trainer.args.max_steps <= 0:
+        return None
+    state = TrainerState.load_from_json(str(Path(start) / "trainer_state.json"))
+    return state if state.global_step >= trainer.args.max_steps else None
+
+
+def finish_from(trainer, start: str, state, metrics):
+    """Loads the finished checkpoint's weights instead of training (see `finished_checkpoint`)."""
+    from transformers import TrainerControl
+    from transformers.trainer_utils import TrainOutput
+
+    folder = Path(start)
+    trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader: adapters, shards, safetensors
+    trainer.state = state
+    metrics.on_train_begin(trainer.args, state, TrainerControl())  # keeps the rows logged up to that step
+    print(f"train: {folder.name} is already at train.max_steps={trainer.args.max_steps}; nothing left to train")
+    return TrainOutput(state.global_step, None, {})  # no loss: no step ran
 
 
 def first_and_last(metrics, key: str, window: int = 1) -> tuple[float | None, float | None]:

@@ -4,13 +4,15 @@ Rows look like `{"step": 10, "epoch": 0.4, "loss": 1.93, "learning_rate": 0.0019
 "grad_norm": 0.81, "tokens_per_s": 5120.3, "samples_per_s": 40.1, "memory_gb": 1.2, ...}`;
 evaluation rows carry `eval_loss` and `eval_perplexity`. The interval is `logging.log_interval`.
 The file is always written, whatever tracker backends are enabled; each row then goes to every
-sink (trackers, health checks) in order.
+sink (trackers, health checks) in order. A resumed run keeps the rows up to its checkpoint's step
+and appends the rest (the trackers get only the resumed run's rows).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from transformers import TrainerCallback
@@ -31,11 +33,28 @@ class MetricsJsonl(TrainerCallback):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
-        self.enrich, self.sinks = enrich, list(sinks)
+        self.enrich, self.sinks = enrich, list(sinks) if int(os.environ.get("RANK", "0")) == 0 else []
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # state.global_step is the resumed checkpoint's step here (0 for a fresh run): rows logged
+        # after it are replayed by this run, so only the ones up to it are kept
+        self.rows = [row for row in self._read() if row.get("step", 0) <= state.global_step] if state.global_step else []
+        if state.is_world_process_zero:
+            with self.path.open("w", encoding="utf-8") as f:
+                f.writelines(json.dumps(row) + "\n" for row in self.rows)
         if hasattr(self.enrich, "start"):
             self.enrich.start()
+
+    def _read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        rows = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line torn by a kill
+                break
+        return rows
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
@@ -49,10 +68,11 @@ class MetricsJsonl(TrainerCallback):
         if self.enrich is not None:
             row.update(self.enrich(state, row))
         self.rows.append(row)
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        for sink in self.sinks:
-            sink.log(row)
+        if state.is_world_process_zero:  # every rank logs the same (gathered) values; rank 0 writes
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            for sink in self.sinks:
+                sink.log(row)
         for key in ("loss", "eval_loss"):
             if key in row and not math.isfinite(row[key]):
                 self.finish()
