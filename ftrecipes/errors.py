@@ -31,7 +31,7 @@ class ExitCode(enum.IntEnum):
     DATA = 3  # a data file or row is unusable
     DIVERGED = 4  # non-finite loss or gradients
     OUT_OF_RESOURCES = 5  # out of memory, the plan does not fit, no disk space left
-    PREEMPTED = 6  # stopped by SIGTERM/SIGUSR1 after committing a checkpoint: requeue
+    PREEMPTED = 6  # stopped by SIGTERM/SIGUSR1/SIGUSR2 after committing a checkpoint: requeue
     DISTRIBUTED_TIMEOUT = 7  # a collective or the rendezvous timed out
     ENVIRONMENT = 8  # a missing package, an unreachable hub, a missing model or file
     INTERRUPTED = 130

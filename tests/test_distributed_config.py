@@ -51,7 +51,8 @@ def test_two_nodes_render_rendezvous_flags_and_an_sbatch_script():
     assert command in result.out and "--tee 3 --local-ranks-filter 0 -m ftrecipes.worker" in result.out
     assert "NODE_RANK=1 MASTER_ADDR=${MASTER_ADDR} python -m ftrecipes.distributed.node /" in result.out
     sbatch = result.out.split("# slurm.sbatch (written to the run dir at launch)\n", 1)[1]
-    for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=B:USR1@300", "#SBATCH --requeue",
+    for line in ("#SBATCH --nodes=2", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=USR1@300", "#SBATCH --requeue",
+                 'scontrol requeue "$SLURM_JOB_ID"',
                  "NODE_RANK=$SLURM_NODEID exec python -m ftrecipes.distributed.node"):
         assert line in sbatch
 

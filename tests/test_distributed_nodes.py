@@ -3,6 +3,8 @@
 - Two "nodes" on localhost: the launcher runs node 0 (c10d rendezvous on 127.0.0.1) and prints the
   command for node 1, which this test starts as a second process on the same run dir.
 - A rank killed mid-run (SIGKILL) ends the whole job, non-zero, with the dead rank named.
+- SLURM's preemption signal, sent to every process of the job (as `--signal=USR1@N` does): the
+  ranks checkpoint at the same step, the job exits 6, and the same command resumes from there.
 - A rank that hangs (SIGSTOP) ends the job once `hardware.timeout_s` passes on the others'
   collective, plus torchrun's 30 s grace before it kills the stopped worker: the job never hangs
   (marked slow: about 95 s).
@@ -125,3 +127,34 @@ def test_a_dead_or_stuck_rank_ends_the_job_with_the_rank_named(scale_root, how):
     if how == "hang":
         report = json.loads((run_dir / "logs" / "exit-rank0.json").read_text())
         assert report["code"] == 7 and report["error"] == "DistributedTimeout", report
+
+
+def test_the_schedulers_signal_to_every_process_checkpoints_all_ranks_and_resumes(scale_root):
+    from ftrecipes.reliability import checkpoint as ck
+
+    root, env = scale_root
+    run_dir = root / "preempted"
+    args = [*small_recipe(root), f"run_dir={run_dir}", "hardware=cpu_2proc", "train.max_steps=40",
+            "train.micro_batch_size=4", "train.checkpoint.interval_steps=1000"]
+    proc = start(args, env)
+    wait_for(lambda: trained_steps(run_dir) >= 2 or proc.poll() is not None, 300, "two logged steps")
+    assert proc.poll() is None, finish(proc)[2][-3000:]
+    # SLURM signals every process of the job step (its cgroup): the launcher, torchrun and both
+    # workers (torchrun puts each worker in its own session, so a process-group signal would miss them)
+    for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        process.send_signal(signal.SIGUSR1)
+    code, out, err = finish(proc)
+    assert code == 6, err[-3000:]
+    assert "stopped by SIGUSR1 after step" in err and "Traceback" not in err.split("ftrecipes: the run failed")[-1]
+    reports = [json.loads((run_dir / "logs" / f"exit-rank{r}.json").read_text()) for r in (0, 1)]
+    assert [r["code"] for r in reports] == [6, 6], reports
+    (newest,) = ck.committed_checkpoints(run_dir / "checkpoints")[:1]
+    stopped_at = int(newest.name.split("-")[1])
+    assert ck.verify(newest) == [] and 2 <= stopped_at < 40 and stopped_at == trained_steps(run_dir)
+
+    again = start(args, env)
+    code, out, err = finish(again)
+    assert code == 0, err[-3000:]
+    assert f"checkpoint-{stopped_at}" in out + err and "resuming from" in out + err
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and max(steps) == 40 and (run_dir / "model" / "model.safetensors").is_file()

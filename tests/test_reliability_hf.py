@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -51,7 +52,19 @@ class KillAt(transformers.TrainerCallback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None, term: int | None = None):
+class StallAt(transformers.TrainerCallback):
+    """Step `step` never ends (a collective stuck, a step far longer than the grace period)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            time.sleep(120)
+
+
+def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None, term: int | None = None,
+          stall: int | None = None, grace_s: float | None = None):
     from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArguments
 
     recipe = resolve(["recipe=quickstart", "train.checkpoint.interval_steps=2", "train.checkpoint.keep=2"]).recipe
@@ -65,8 +78,8 @@ def train(run_dir: Path, *, resume: bool, kill: tuple[int, bool] | None = None, 
                              learning_rate=1e-2, report_to=[], use_cpu=True, seed=0, hub_token="hf_SECRETsecret",
                              disable_tqdm=True)
     assert hf.scrub_secrets(args) == ["hub_token"]
-    preemption = hf.preemption_callback()
-    callbacks = ([KillAt(*kill)] if kill else []) + ([TermAt(term)] if term else [])
+    preemption = hf.preemption_callback(grace_s=grace_s)
+    callbacks = ([KillAt(*kill)] if kill else []) + ([TermAt(term)] if term else []) + ([StallAt(stall)] if stall else [])
     callbacks += [preemption, hf.commit_callback(recipe, run_dir, root)]
     trainer = Trainer(model=model, args=args, train_dataset=rows, callbacks=callbacks)
     start = hf.resume_checkpoint(recipe, run_dir, root) if resume else None
@@ -122,6 +135,20 @@ def test_sigterm_saves_at_the_current_step_exits_6_and_resumes_bitwise(tmp_path,
     assert all(torch.equal(t, resumed[n]) for n, t in straight[1].items())
 
 
+def test_past_the_grace_period_a_stuck_step_still_exits_6_and_resumes_from_the_last_commit(tmp_path, straight):
+    started = time.time()
+    proc = subprocess.run([sys.executable, __file__, "stall", str(tmp_path), "3"], cwd=Path(__file__).parent,
+                          timeout=600, capture_output=True, text=True)
+    assert proc.returncode == 6, proc.stderr[-2000:]
+    assert time.time() - started < 100  # not the 120 s stall: the 1 s grace period ended it
+    assert "did not end within train.checkpoint.grace_s=1 s" in proc.stderr
+    root = tmp_path / "checkpoints"
+    assert [p.name for p in ck.committed_checkpoints(root)] == ["checkpoint-2"]
+    start, resumed = train(tmp_path, resume=True)
+    assert Path(start).name == "checkpoint-2"
+    assert all(torch.equal(t, resumed[n]) for n, t in straight[1].items())
+
+
 def test_a_damaged_newest_checkpoint_resumes_from_the_one_before(tmp_path, straight, capsys):
     subprocess.run(["cp", "-a", str(straight[0] / "checkpoints"), str(tmp_path / "checkpoints")], check=True)
     optimizer = tmp_path / "checkpoints" / "checkpoint-6" / "optimizer.pt"
@@ -143,6 +170,10 @@ if __name__ == "__main__":  # the runs that get killed (kill RUN_DIR STEP DURING
         train(Path(sys.argv[2]), resume=True, kill=(int(sys.argv[3]), sys.argv[4] == "1"))
     else:
         def preempted() -> None:
-            train(Path(sys.argv[2]), resume=True, term=int(sys.argv[3]))
+            step = int(sys.argv[3])
+            if sys.argv[1] == "stall":  # SIGTERM during step 3, which then never ends; grace 1 s
+                train(Path(sys.argv[2]), resume=True, term=step, stall=step, grace_s=1)
+            else:
+                train(Path(sys.argv[2]), resume=True, term=step)
 
         sys.exit(report_errors(preempted))

@@ -13,6 +13,11 @@ node runs on the same (shared) run dir. Environment:
 - `RUN_ID`: the rendezvous id; defaults to one derived from the run dir's path, so nodes sharing
   the run dir agree without setting it.
 
+A scheduler's preemption signal (SLURM `--signal`: SIGUSR1 from our sbatch script, SIGUSR2 from
+submitit) reaches every process of the job step. This process and torchrun ignore it, so only the
+workers answer: they checkpoint at the same step and exit 6 (`ftrecipes.reliability.hf`), and this
+node reports 6. Left at its default, the signal would kill torchrun and orphan the workers.
+
 When torchrun fails, `ftrecipes.distributed.failures` turns the ranks' exit reports and torchrun's
 summary into one message naming the failing rank and returns ftrecipes' exit code for it.
 """
@@ -21,7 +26,9 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -82,17 +89,34 @@ def run_node(recipe, run_dir: Path, command=None, env=None) -> int:
     for rank in ranks:  # reports of an earlier attempt in this run dir would be misread
         (run_dir / "logs" / f"exit-rank{rank}.json").unlink(missing_ok=True)
     tail: collections.deque[str] = collections.deque(maxlen=400)
-    proc = subprocess.Popen(command.exec_argv(values), stderr=subprocess.PIPE, text=True, errors="replace",
-                            env={**os.environ, **(env or {})})
-    for line in proc.stderr:  # passed through as it comes; the tail keeps torchrun's summary
-        sys.stderr.write(line)
-        tail.append(line)
-    code = proc.wait()
+    with ignoring(signal.SIGUSR1, signal.SIGUSR2):  # inherited by torchrun; workers install their own
+        proc = subprocess.Popen(command.exec_argv(values), stderr=subprocess.PIPE, text=True, errors="replace",
+                                env={**os.environ, **(env or {})})
+        for line in proc.stderr:  # passed through as it comes; the tail keeps torchrun's summary
+            sys.stderr.write(line)
+            tail.append(line)
+        code = proc.wait()
     if code == 0:
         return ExitCode.OK
     code, message = failures.explain(run_dir, ranks, code, "".join(tail))
     print(f"ftrecipes: the run failed: {message}", file=sys.stderr, flush=True)
     return code
+
+
+@contextlib.contextmanager
+def ignoring(*signals):
+    """These signals ignored in this process (and in the children it starts) while inside."""
+    previous = {}
+    try:
+        for sig in signals:
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        pass
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

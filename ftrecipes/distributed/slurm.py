@@ -2,8 +2,9 @@
 
 Rendered from `launch/slurm.sbatch` with one `srun` task per node, each running the run's torchrun
 command with its own `NODE_RANK` (`$SLURM_NODEID`) and the first node as rendezvous host. The job
-asks SLURM for SIGUSR1 `slurm.signal_seconds` before the time limit (the worker checkpoints on it)
-and is requeueable.
+asks SLURM to send SIGUSR1 to every process of the step `signal_seconds` before the time limit:
+the workers checkpoint on it and exit 6 (preempted), and the script then requeues the job, whose
+re-run resumes from that checkpoint.
 
 Recipe keys: `hardware.nodes`, `hardware.gpus_per_node`, `hardware.master_port`; the time limit and
 CPUs per task are arguments (defaults 24 h and 8 per GPU).

@@ -142,7 +142,12 @@ def _launch(cfg, loader, sweep: list[list[str]]) -> int:
 
 
 def run_submitted(cfg) -> int:
-    """What each node of a submitted job runs: this node's share of the run in `cfg.run_dir`."""
+    """What each node of a submitted job runs: this node's share of the run in `cfg.run_dir`.
+
+    Preemption: submitit has SLURM send SIGUSR2 ahead of the time limit. While training, the
+    workers take it (`ftrecipes.reliability.hf`): checkpoint at the next step, exit 6. Then
+    submitit's own handler for that signal runs here: Hydra's `checkpoint()` (the same job again),
+    requeue, exit; the re-run resumes. Before training starts, submitit's handler answers at once."""
     import submitit
 
     from ftrecipes.config.resolve import load_resolved
@@ -154,13 +159,28 @@ def run_submitted(cfg) -> int:
     run_dir = Path(cfg.run_dir)
     recipe = load_resolved(run_dir / RESOLVED)
     command = build(recipe, run_dir / RESOLVED)
+    job = submitit.JobEnvironment()
     if command.in_process:
         from ftrecipes.worker import run_stages
 
-        return report_errors(lambda path: run_stages(path) and None, run_dir / RESOLVED)
-    job = submitit.JobEnvironment()
-    env = {"NODE_RANK": str(job.node), "MASTER_ADDR": job.hostnames[0], "RUN_ID": f"ftr-{job.job_id}"}
-    return run_node(recipe, run_dir, command, env=env)
+        code = report_errors(lambda path: run_stages(path) and None, run_dir / RESOLVED)
+    else:
+        env = {"NODE_RANK": str(job.node), "MASTER_ADDR": job.hostnames[0], "RUN_ID": f"ftr-{job.job_id}"}
+        code = run_node(recipe, run_dir, command, env=env)
+    if code == ExitCode.PREEMPTED:
+        _requeue(job)
+    return code
+
+
+def _requeue(job) -> None:
+    """submitit's handler for its preemption signal, called now that the checkpoint is committed."""
+    import signal
+
+    sig = job._usr_sig()  # USR2, or $SUBMITIT_PREEMPT_SIGNAL
+    handler = signal.getsignal(sig)
+    if callable(handler):
+        print(f"ftrecipes: preempted with a committed checkpoint; submitit requeues job {job.job_id}", flush=True)
+        handler(sig, None)  # checkpoint() + requeue + exit (global rank 0 only; other nodes return)
 
 
 def preview(cfg, jobs: int) -> str:

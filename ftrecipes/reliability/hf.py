@@ -4,7 +4,7 @@
     root = run_dir / "checkpoints"
     args = SFTConfig(..., **hf.checkpoint_arguments(recipe, root))   # staging dir, save cadence
     hf.scrub_secrets(args)                                              # before anything pickles it
-    preemption = hf.preemption_callback()                              # SIGTERM/SIGUSR1: save, stop
+    preemption = hf.preemption_callback()                     # SIGTERM/SIGUSR1/SIGUSR2: save, stop
     trainer = SFTTrainer(..., args=args, callbacks=[preemption, hf.commit_callback(recipe, run_dir, root)])
     trainer.train(resume_from_checkpoint=hf.resume_checkpoint(recipe, run_dir, root))
     hf.raise_if_preempted(preemption, trainer.state)                   # Preempted: exit 6, requeue
@@ -12,13 +12,17 @@
 HF writes each checkpoint into a staging folder (`checkpoint.hf_staging_dir`); the callback's
 `on_save` (every rank waits at a barrier, so each rank's `rng_state_<rank>.pth` is on disk) commits
 it on rank 0 as `root/checkpoint-<step>` and applies retention. Recipe keys:
-`train.checkpoint.interval_steps` (null: once per epoch), `train.checkpoint.keep`, `resume`.
+`train.checkpoint.interval_steps` (null: once per epoch), `train.checkpoint.keep`,
+`train.checkpoint.grace_s` (see `preemption_callback`), `resume`.
 transformers is imported only when these functions are called.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
+import threading
 from pathlib import Path
 
 from ftrecipes.errors import Preempted
@@ -76,23 +80,46 @@ def commit_callback(recipe, run_dir: Path, root: Path, world_size: int | None = 
     return CommitCheckpoint()
 
 
-def preemption_callback(signals=(signal.SIGTERM, signal.SIGUSR1)):
+PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)  # SLURM's usual, our sbatch's, submitit's
+
+
+def preemption_callback(signals=PREEMPTION_SIGNALS, grace_s: float | None = None, on_expired=None):
     """A TrainerCallback that turns the scheduler's signal into: finish the current step (or the
     running evaluation), save (committed by `commit_callback`), stop. Every rank stops at the same
     step (the flag is all-reduced each step when torch.distributed is initialized). Create it in
-    the main thread; the previous handlers come back when training ends (or call `restore()`)."""
+    the main thread; the previous handlers come back when training ends (or call `restore()`).
+
+    `grace_s` (`train.checkpoint.grace_s`): when the step, the evaluation or the save is still
+    running that many seconds after the signal, the process stops anyway, exit 6, before the
+    scheduler's kill; the re-run resumes from the last committed checkpoint (an unfinished save
+    never counts). `on_expired(message)` runs first (the distributed exit report)."""
     from transformers import TrainerCallback
 
     class Preemption(TrainerCallback):
         def __init__(self):
-            self.received, self.saved_step = None, None
+            self.received, self.saved_step, self.timer = None, None, None
             self.previous = {sig: signal.signal(sig, self._note) for sig in signals}
 
         def _note(self, signum, frame):
-            self.received = signum
+            self.received = self.received or signum
+            if grace_s and self.timer is None:
+                self.timer = threading.Timer(grace_s, self._expire)
+                self.timer.daemon = True
+                self.timer.start()
+
+        def _expire(self):
+            message = (f"stopped by {signal.Signals(self.received).name}: the step did not end within "
+                       f"train.checkpoint.grace_s={grace_s:g} s; a re-run resumes from the last committed checkpoint")
+            print(f"ftrecipes: {message}", file=sys.stderr, flush=True)
+            if on_expired is not None:
+                on_expired(message)
+            os._exit(Preempted.exit_code)  # from a timer thread: the main thread is stuck in the step
 
         def restore(self):
-            """The previous handlers back (idempotent); also called when training raises."""
+            """The previous handlers back, the grace timer stopped (idempotent); also called when
+            training raises."""
+            if self.timer is not None:
+                self.timer.cancel()
             for sig, handler in self.previous.items():  # later stages get the default behaviour back
                 signal.signal(sig, handler)
             self.previous = {}

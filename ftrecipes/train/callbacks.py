@@ -48,11 +48,22 @@ def numerics_callbacks(recipe, run_dir: Path) -> list:
 
 
 def checkpoint_callbacks(recipe, run_dir: Path) -> list:
-    """Preemption (SIGTERM/SIGUSR1: save at the step boundary, stop; exit 6) and the commit of
+    """Preemption (SIGTERM/SIGUSR1/SIGUSR2: save at the step boundary, stop; exit 6) and the commit of
     each checkpoint HF saves (`train.checkpoint.*`), from `ftrecipes.reliability.hf`. They come
     last: the commit must follow every callback that may still ask for a save."""
     from ftrecipes.reliability import hf
     from ftrecipes.train.common import checkpoint_root
 
     root = checkpoint_root(run_dir)
-    return [hf.preemption_callback(), hf.commit_callback(recipe, run_dir, root)]
+    grace = recipe.train.checkpoint.grace_s
+    return [hf.preemption_callback(grace_s=grace, on_expired=lambda message: _report_preempted(run_dir, message)),
+            hf.commit_callback(recipe, run_dir, root)]
+
+
+def _report_preempted(run_dir: Path, message: str) -> None:
+    """The exit report of a rank the grace period stops (the launcher reads it: exit 6, not 7)."""
+    from ftrecipes.distributed import runtime
+    from ftrecipes.errors import Preempted
+
+    if runtime.world() > 1:
+        runtime.write_exit_report(run_dir, Preempted.exit_code, Preempted(message))

@@ -225,8 +225,8 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
     checkpoint), the disk must hold `train.checkpoint.keep` + 1 checkpoints (exit 5), and `resume`
     picks the committed checkpoint to continue from (see `ftrecipes.reliability.resume`). The
     numerics guard is attached (`train.nonfinite.*`), and evaluations leave the RNG streams alone
-    (`hf.isolate_evaluation_rng`). After: `Preempted` (exit 6) when a SIGTERM
-    or SIGUSR1 stopped the run; its checkpoint is committed. Where the distributed strategy turns
+    (`hf.isolate_evaluation_rng`). After: `Preempted` (exit 6) when a SIGTERM,
+    SIGUSR1 or SIGUSR2 stopped the run; its checkpoint is committed. Where the distributed strategy turns
     periodic checkpoints off (`save_strategy="no"`), signals keep their default effect.
     """
     import json
