@@ -11,6 +11,7 @@ from ftrecipes.config.provenance import origin_of
 from ftrecipes.config.rules_hardware import HARDWARE_RULES
 from ftrecipes.config.rules_methods import METHOD_RULES
 from ftrecipes.config.rules_objectives import OBJECTIVE_RULES
+from ftrecipes.config.rules_speed import SPEED_RULES
 
 LORA_FAMILY = ("lora", "qlora")
 PIPELINE = ("prepare", "train", "evaluate", "export")
@@ -120,7 +121,7 @@ def validation_source(recipe: dict, origins: dict[str, str]) -> list[Problem]:
 
 RULES = (split_fractions, stage_order, held_out_for_evaluation, model_source, sequence_fits_model,
          hardware_shape, remote_code_from_command_line, validation_source,
-         *METHOD_RULES, *OBJECTIVE_RULES, *HARDWARE_RULES)
+         *METHOD_RULES, *OBJECTIVE_RULES, *HARDWARE_RULES, *SPEED_RULES)
 
 
 def check(recipe: dict, origins: dict[str, str]) -> list[Problem]:

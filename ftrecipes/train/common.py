@@ -15,6 +15,7 @@ from ftrecipes.data.splits import read_split
 from ftrecipes.distributed.sharding import save_arguments
 from ftrecipes.distributed.trainer_args import distributed_arguments
 from ftrecipes.errors import DataError
+from ftrecipes.train.speed import speed_arguments
 from ftrecipes.train.stage import ACCEPTS, SUGGESTED_FORMAT
 
 
@@ -93,9 +94,10 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
 
     - schedule: `train.epochs`, `train.max_steps` (overrides epochs), `train.micro_batch_size`,
       `train.gradient_accumulation_steps`, `train.lr_scheduler`, `train.warmup_ratio`,
-      `train.weight_decay`, `train.max_grad_norm`, `train.optimizer`; `method.learning_rate`.
-    - memory: `train.gradient_checkpointing`; precision and device: `hardware.accelerator`,
-      `hardware.mixed_precision`.
+      `train.weight_decay`, `train.max_grad_norm`; `method.learning_rate`.
+    - speed and memory: `train.optimizer`, `train.gradient_checkpointing`, `train.torch_compile`,
+      `train.tf32`, `train.liger_kernel` (see `ftrecipes.train.speed`); precision and device:
+      `hardware.accelerator`, `hardware.mixed_precision`.
     - validation: every `train.eval_interval` steps, once per epoch when null, never without rows.
     - logging: `logging.log_interval`; trackers, health checks and the progress bar come from
       `ftrecipes.train.callbacks.standard_callbacks`.
@@ -123,8 +125,7 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         warmup_steps=float(train.warmup_ratio),  # a float below 1 is a ratio of the total steps
         weight_decay=train.weight_decay,
         max_grad_norm=train.max_grad_norm,
-        optim=train.optimizer,
-        **checkpointing_argument(train.gradient_checkpointing),
+        **speed_arguments(recipe),
         bf16=mixed == "bf16",
         fp16=mixed == "fp16",
         use_cpu=on_cpu,
@@ -139,16 +140,6 @@ def training_arguments(recipe, run_dir: Path, has_eval: bool) -> dict:
         seed=recipe.seed,
         data_seed=recipe.seed,
     ), **distributed_arguments(recipe, run_dir)}  # hardware.*: timeout, DeepSpeed (ftrecipes.distributed)
-
-
-def checkpointing_argument(enabled: bool) -> dict:
-    """transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (the old name
-    warns, and TRL's default of True for it would win only when the new name is unset); older
-    releases know only the old name."""
-    from transformers import TrainingArguments
-
-    fields = TrainingArguments.__dataclass_fields__
-    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": enabled}
 
 
 def output_dir(recipe, run_dir: Path) -> Path:
