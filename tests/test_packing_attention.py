@@ -1,7 +1,7 @@
-"""Packed rows attend only within each sample (`objective.packing=true`, padding-free).
+"""Packed rows attend only within each sample (`objective.packing=true`).
 
-TRL's padding-free collator gives the model `position_ids` that restart at 0 for every sample
-and no `attention_mask`; transformers' masking utilities then build a block-diagonal causal
+TRL's padding-free collator and ftrecipes' `PackedRowsCollator` (sdpa and eager) give the
+model `position_ids` that restart at 0 for every sample and no `attention_mask`; transformers' masking utilities then build a block-diagonal causal
 mask from the restarts (`find_packed_sequence_indices`). These tests check that on a real,
 randomly initialised Llama, not on a mock: the logits of a packed row equal those of each
 sample run alone. A control packs with continuous positions and must differ, so the check
@@ -72,3 +72,23 @@ def test_trl_padding_free_batches_carry_restarting_positions_and_no_mask():
     assert "attention_mask" not in batch
     expected = torch.cat([torch.arange(n) for n in LENGTHS])[None]
     assert torch.equal(batch["position_ids"], expected)
+
+
+def test_packed_rows_as_batch_rows_give_the_padding_free_loss():
+    """`ftrecipes.train.packed_rows` (sdpa/eager) trains on exactly what TRL's flat sequence does."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from ftrecipes.train.packed_rows import PackedRowsCollator
+
+    model, parts = tiny_llama("sdpa"), samples()
+    rows = [{"input_ids": torch.cat(parts[:2]).tolist(), "seq_lengths": list(LENGTHS[:2])},
+            {"input_ids": torch.cat(parts[2:]).tolist(), "seq_lengths": list(LENGTHS[2:])}]
+    flat = DataCollatorForLanguageModeling(pad_token_id=0, padding_free=True)(rows)
+    batched = PackedRowsCollator(pad_token_id=0)(rows)
+    assert "attention_mask" not in batched and batched["input_ids"].shape == (2, max(LENGTHS[0] + LENGTHS[1],
+                                                                                      LENGTHS[2] + LENGTHS[3]))
+    assert (flat["labels"] != -100).sum() == (batched["labels"] != -100).sum()
+    with torch.no_grad():
+        losses = [model(**{k: batch[k] for k in ("input_ids", "labels", "position_ids")}, use_cache=False).loss
+                  for batch in (flat, batched)]
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)

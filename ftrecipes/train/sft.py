@@ -9,7 +9,9 @@ Features and the keys that control them:
 
 - base model: `model.*` (see `ftrecipes.model.load`); method: `method.name` and its keys (see
   `ftrecipes.model.methods`); learning rate: `method.learning_rate`.
-- loss on the completion only: `objective.completion_only_loss`; packing: `objective.packing`.
+- loss on the completion only: `objective.completion_only_loss`; packing: `objective.packing`
+  (TRL's best-fit packing; with sdpa or eager attention each packed row stays a batch row, see
+  `ftrecipes.train.packed_rows`).
 - length: `data.max_seq_len` (prepare already dropped longer rows).
 - schedule, precision, gradient checkpointing, validation, logging, seed: the `train.*`,
   `hardware.*`, `logging.*` keys listed in `ftrecipes.train.common.training_arguments`.
@@ -26,6 +28,7 @@ from pathlib import Path
 from ftrecipes.errors import RecipeError
 from ftrecipes.train.callbacks import standard_callbacks
 from ftrecipes.train.common import load_rows, run_and_save, setup_model, training_arguments
+from ftrecipes.train.packed_rows import PackedRowsCollator, wants_packed_rows
 
 
 def to_prompt_completion(rows: list[dict]) -> list[dict]:
@@ -65,4 +68,8 @@ def run_train(recipe, run_dir: Path) -> dict:
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    if wants_packed_rows(recipe):
+        # TRL refuses a collator argument with packing (it forces its padding-free one), so ours
+        # replaces it on the built trainer; the packed dataset's columns are the same
+        trainer.data_collator = PackedRowsCollator(tokenizer.pad_token_id, trainer.args.pad_to_multiple_of)
     return run_and_save(trainer, tokenizer, recipe, run_dir, metrics, (trainable, total))
