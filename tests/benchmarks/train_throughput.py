@@ -11,7 +11,8 @@ micro-batch 4, one epoch, LoRA r8 alpha 16, lr 1e-3 cosine with 3% warmup, seed 
   TRL/transformers defaults, bf16 and gradient checkpointing off (CPU).
 - (b) `ftrecipes`: `python -m ftrecipes.launch` with its defaults (packing off).
 - (c) `ftrecipes_fast`: every speed key that runs on this CPU: `objective.packing=true`
-  (padding-free, position_ids), `train.optimizer=adamw_torch_fused`, sdpa attention (the default).
+  (position_ids restart per sample; `ftrecipes.train.packed_rows`),
+  `train.optimizer=adamw_torch_fused`, sdpa attention (the default).
   Not used on CPU: tf32, Liger and flash-attention (CUDA only, refused by validation), and
   `train.torch_compile` (inductor's CPU compile took minutes here, longer than the whole run).
 
