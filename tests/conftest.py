@@ -15,6 +15,38 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 
+# A 2-layer tiny base of width 64, quickly pretrained: the shape most training tests use.
+SMALL_MODEL = [
+    "model.architecture.hidden_size=64", "model.architecture.num_hidden_layers=2",
+    "model.architecture.num_attention_heads=2", "model.architecture.num_key_value_heads=1",
+    "model.architecture.head_dim=32", "model.architecture.intermediate_size=128",
+    "model.architecture.vocab_size=1024", "model.build.pretrain_steps=40", "model.build.pretrain_batch_size=16",
+]
+
+
+@contextlib.contextmanager
+def private_model_cache(root: Path, overrides: list[str]):
+    """FTRECIPES_CACHE at `root` with the recipe's tiny base built there, and torch on one thread
+    inside: these models are too small to gain from more, and on a busy machine spinning OpenMP
+    workers made them 5x slower. Both come back on exit."""
+    import torch
+
+    from ftrecipes.config.resolve import resolve
+    from ftrecipes.model.load import resolve_model_path
+
+    saved, threads = os.environ.get("FTRECIPES_CACHE"), torch.get_num_threads()
+    os.environ["FTRECIPES_CACHE"] = str(root)
+    try:
+        resolve_model_path(resolve(overrides).recipe)
+        torch.set_num_threads(1)
+        yield root
+    finally:
+        torch.set_num_threads(threads)
+        if saved is None:
+            os.environ.pop("FTRECIPES_CACHE", None)
+        else:
+            os.environ["FTRECIPES_CACHE"] = saved
+
 
 @dataclass
 class CliResult:

@@ -8,26 +8,14 @@ baseline is `attn_implementation=sdpa`, `optimizer=adamw_torch`, no checkpointin
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import SMALL_MODEL, private_model_cache, run_cli
 from ftrecipes.config.resolve import resolve
 
-SMALL = [
-    "model.architecture.hidden_size=64",
-    "model.architecture.num_hidden_layers=2",
-    "model.architecture.num_attention_heads=2",
-    "model.architecture.num_key_value_heads=1",
-    "model.architecture.head_dim=32",
-    "model.architecture.intermediate_size=128",
-    "model.architecture.vocab_size=1024",
-    "model.build.pretrain_steps=40",
-    "model.build.pretrain_batch_size=16",
-    "logging.progress_bars=false",
-]
+SMALL = [*SMALL_MODEL, "logging.progress_bars=false"]
 
 
 def refused(*overrides: str) -> str:
@@ -109,20 +97,8 @@ def test_each_key_reaches_the_trainer_arguments(tmp_path):
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     """One cache (tiny base, prepared data) for the training runs below."""
-    from ftrecipes.model.load import resolve_model_path
-
-    saved = os.environ.get("FTRECIPES_CACHE")
-    os.environ["FTRECIPES_CACHE"] = str(tmp_path_factory.mktemp("speed-cache"))
-    threads = torch.get_num_threads()
-    resolve_model_path(resolve(SMALL).recipe)
-    # one thread, as in test_objectives_train: on a busy 2-core machine OpenMP workers spin
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    if saved is None:
-        os.environ.pop("FTRECIPES_CACHE", None)
-    else:
-        os.environ["FTRECIPES_CACHE"] = saved
+    with private_model_cache(tmp_path_factory.mktemp("speed-cache"), SMALL) as root:
+        yield root
 
 
 def losses(tmp_path, name: str, overrides: list[str]) -> list[float]:
