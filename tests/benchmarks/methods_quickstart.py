@@ -31,11 +31,12 @@ LEARNING_RATES = {
 }
 
 
-def run_method(name: str, learning_rate: str, root: Path, extra: list[str]) -> dict:
+def run_method(name: str, learning_rate: str, root: Path, extra: list[str], compare_base: bool) -> dict:
     run_dir = root / name
     cmd = [sys.executable, "-m", "ftrecipes.launch", "recipe=quickstart", f"method={name}",
            f"method.learning_rate={learning_rate}", "logging.progress_bars=false",
-           "evaluate.review.enabled=false", f"run_dir={run_dir}", *extra]
+           "evaluate.review.enabled=false", "stages=[prepare,train,evaluate]", f"run_dir={run_dir}",
+           f"evaluate.compare_base={str(compare_base).lower()}", *extra]
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -44,7 +45,7 @@ def run_method(name: str, learning_rate: str, root: Path, extra: list[str]) -> d
         return {"method": name, "lr": learning_rate, "error": f"exit {proc.returncode}: {tail}"}
     summary = json.loads((run_dir / "eval" / "summary.json").read_text())
     stages = json.loads((run_dir / "stages.json").read_text())
-    return {"method": name, "lr": learning_rate, "wall": wall, "base": summary["base"],
+    return {"method": name, "lr": learning_rate, "wall": wall, "base": summary.get("base"),
             "tuned": summary["tuned"], "train": stages["train"]}
 
 
@@ -61,7 +62,7 @@ def main() -> int:
     results = []
     for name in args.methods:
         print(f"running {name} (lr {rates[name]}) ...", flush=True)
-        results.append(run_method(name, rates[name], root, args.extra))
+        results.append(run_method(name, rates[name], root, args.extra, compare_base=not results))  # base once
         print(json.dumps({k: v for k, v in results[-1].items() if k != "train"}, default=str), flush=True)
     full = next((r for r in results if r["method"] == "full" and "error" not in r), None)
     print(f"\nquickstart task, {os.cpu_count()} CPU cores, run dirs under {root}\n")
@@ -76,7 +77,7 @@ def main() -> int:
         print(f"| {r['method']} | {r['lr']} | {tuned['exact_match']:.2f} | {ratio} | {tuned.get('token_f1') or 0:.3f} "
               f"| {tuned['perplexity']:.3f} | {train['trainable_fraction']:.4%} "
               f"| {train['train_seconds']:.0f} | {r['wall']:.0f} |")
-    if results and "error" not in results[0]:
+    if results and "error" not in results[0] and results[0].get("base"):
         base = results[0]["base"]
         print(f"| (untuned base) | | {base['exact_match']:.2f} | | {base.get('token_f1') or 0:.3f} | {base['perplexity']:.2f} | | | |")
     return 0 if all("error" not in r for r in results) else 1
