@@ -134,10 +134,13 @@ def classify(error: BaseException) -> FtrecipesError | None:
         return OutOfResources(f"the disk is full{where} ({error.strerror or text})",
                               hint="free space, or point run_dir at a larger disk, and run again: it resumes from "
                                    "the last committed checkpoint")
-    timed_out = any(w in text for w in ("Watchdog caught collective operation timeout", "timed out", "Timed out",
-                                        "Timeout"))
-    # gloo reports a peer that never answered as a RuntimeError from its source path (".../gloo/...")
-    collective = name in ("DistBackendError", "DistError") or "NCCL" in text or "gloo" in text.lower()
+    lowered = text.lower()
+    timed_out = "timed out" in lowered or "timeout" in lowered
+    # gloo reports a peer that never answered as a RuntimeError from its source path (".../gloo/..."),
+    # or, when the other side's timeout closed the connection first, as "Application timeout caused
+    # pair closure" (a gloo TCP pair) with no path
+    collective = (name in ("DistBackendError", "DistError") or "nccl" in lowered or "gloo" in lowered
+                  or "pair closure" in lowered)
     if name in ("DistStoreError", "RendezvousTimeoutError") or (collective and timed_out):
         return DistributedTimeout(f"a distributed operation timed out: {text.splitlines()[0] if text else name}",
                                   hint="check that every node is up and reachable; requeue the job to resume")

@@ -55,4 +55,7 @@ def test_a_gloo_timeout_is_a_distributed_timeout():
     error = RuntimeError("[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:129] "
                          "Timed out waiting 20000ms for send operation to complete")
     assert classify(error).exit_code == ExitCode.DISTRIBUTED_TIMEOUT
+    # seen on rank 0 when the hung rank's peer closed the connection first
+    assert classify(RuntimeError("Application timeout caused pair closure")).exit_code == ExitCode.DISTRIBUTED_TIMEOUT
     assert classify(RuntimeError("a bug")) is None
+    assert classify(RuntimeError("the timeout key is missing")) is None  # a timeout word alone is not a collective
