@@ -92,3 +92,50 @@ def test_packed_rows_as_batch_rows_give_the_padding_free_loss():
         losses = [model(**{k: batch[k] for k in ("input_ids", "labels", "position_ids")}, use_cache=False).loss
                   for batch in (flat, batched)]
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=0)
+
+
+def packed_batch():
+    """Two packed rows of different lengths, so the shorter one ends in pad positions."""
+    from ftrecipes.train.packed_rows import PackedRowsCollator
+
+    parts = samples() + [torch.arange(1, 2)]  # a one-token sample too
+    rows = [{"input_ids": torch.cat(parts[:2]).tolist(), "seq_lengths": list(LENGTHS[:2])},
+            {"input_ids": torch.cat(parts[2:]).tolist(), "seq_lengths": [*LENGTHS[2:], 1]}]
+    return PackedRowsCollator(pad_token_id=0)(rows)
+
+
+def test_one_causal_call_per_sample_gives_the_masked_sdpa_logits_and_gradients():
+    """`ftrecipes.train.packed_attention`: the same logits and gradients as transformers' masked sdpa."""
+    from ftrecipes.train import packed_attention
+
+    packed_attention.register()
+    batch = packed_batch()
+    assert (batch["position_ids"][1, -4:] == 0).all()  # a one-token sample, then 3 pads: each its own sample
+    results = []
+    for attn in ("sdpa", packed_attention.NAME):
+        model = tiny_llama("sdpa").train()
+        model.set_attn_implementation(attn)
+        out = model(**batch, use_cache=False)
+        out.loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+        results.append((out.logits.detach(), out.loss.detach(), grads))
+    (logits, loss, grads), (logits2, loss2, grads2) = results
+    real = batch["labels"] != -100
+    torch.testing.assert_close(logits2[real], logits[real], atol=1e-5, rtol=0)
+    torch.testing.assert_close(loss2, loss, atol=1e-6, rtol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grads2[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_the_packed_attention_is_set_only_for_packed_sdpa_training_and_undone_after():
+    from ftrecipes.config.resolve import resolve
+    from ftrecipes.train.packed_attention import NAME, packed_attention, segments
+
+    assert segments([0, 1, 2, 0, 1, 0, 0, 0]) == [(0, 3), (3, 5), (5, 6), (6, 7), (7, 8)]
+    model = tiny_llama("sdpa")
+    with packed_attention(resolve(["objective.packing=true"]).recipe, model) as active:
+        assert active and model.config._attn_implementation == NAME
+    assert model.config._attn_implementation == "sdpa"
+    for overrides in ([], ["objective.packing=true", "model.attn_implementation=eager"]):
+        with packed_attention(resolve(overrides).recipe, model) as active:
+            assert not active and model.config._attn_implementation == "sdpa"

@@ -67,10 +67,12 @@ def test_liger_on_a_gpu_preset_says_how_to_install_it():
 def test_unknown_values_fail_the_schema():
     assert "attn_implementation" in refused("model.attn_implementation=flash")
     assert "gradient_checkpointing" in refused("train.gradient_checkpointing=sometimes")
+    assert "lm_head_loss" in refused("train.lm_head_loss=fused")
 
 
 def test_defaults_are_the_safe_fast_ones():
     recipe = resolve([]).recipe
+    assert recipe.train.lm_head_loss == "auto"
     assert recipe.model.attn_implementation == "sdpa"
     assert (recipe.train.torch_compile, recipe.train.tf32, recipe.train.liger_kernel) == (False, "auto", False)
     assert recipe.train.gradient_checkpointing is False
@@ -124,6 +126,8 @@ CPU_COMBINATIONS = {
     "checkpointing_reentrant": (["train.gradient_checkpointing=reentrant"], 1e-4),
     "fused_adamw": (["train.optimizer=adamw_torch_fused"], 1e-4),
     "adamw_8bit": (["train.optimizer=adamw_8bit"], 2e-2),
+    # the baseline's auto is dense on the CPU; TRL's chunked kernel must give the same losses
+    "lm_head_chunked": (["train.lm_head_loss=chunked"], 1e-4),
 }
 
 
@@ -139,3 +143,11 @@ def test_every_cpu_choice_trains_like_the_baseline(baseline, tmp_path, name):
     overrides, tolerance = CPU_COMBINATIONS[name]
     got = losses(tmp_path, name, overrides)
     assert got == pytest.approx(baseline, rel=tolerance), (name, got, baseline)
+
+
+def test_packed_training_with_one_attention_call_per_sample_matches_the_masked_path(cache, tmp_path):
+    """Packed sdpa runs `ftrecipes.train.packed_attention`; eager builds transformers' masked path."""
+    packed = ["objective.packing=true"]
+    fast = losses(tmp_path, "packed_sdpa", packed)
+    masked = losses(tmp_path, "packed_eager", [*packed, "model.attn_implementation=eager"])
+    assert len(fast) == 4 and fast == pytest.approx(masked, rel=1e-4), (fast, masked)

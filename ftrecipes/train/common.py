@@ -15,6 +15,8 @@ from ftrecipes.data.splits import read_split
 from ftrecipes.distributed.sharding import save_arguments
 from ftrecipes.distributed.trainer_args import distributed_arguments
 from ftrecipes.errors import DataError
+from ftrecipes.train.lm_head import loss_head
+from ftrecipes.train.packed_attention import packed_attention
 from ftrecipes.train.speed import speed_arguments
 from ftrecipes.train.stage import ACCEPTS, SUGGESTED_FORMAT
 
@@ -252,7 +254,9 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
         if finished:
             result = finish_from(trainer, start, finished, metrics)
         else:
-            result = trainer.train(resume_from_checkpoint=start)
+            # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention)
+            with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model):
+                result = trainer.train(resume_from_checkpoint=start)
     finally:
         if preemption is not None:
             preemption.restore()
