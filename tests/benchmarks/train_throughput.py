@@ -73,35 +73,52 @@ CONFIGS = ("baseline", "ftrecipes", "ftrecipes_fast")
 
 # --- (a) the hand-written baseline, run as its own process -------------------------------------
 
-def baseline_worker(model_path: str, train_file: str, metrics_file: str) -> None:
-    """A plain TRL script: the model, LoRA, SFTConfig with defaults plus the run's hyperparameters."""
+def baseline_worker(settings_file: str) -> None:
+    """A plain TRL script: the model, LoRA (or none: full), SFTConfig with defaults plus the run's
+    hyperparameters. `settings_file` is JSON: model, train_file, metrics, seq, micro, lr, rank
+    (null: full fine-tuning), cpu. On a GPU TRL's own defaults stay (bf16, gradient checkpointing)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
+    s = json.loads(Path(settings_file).read_text())
+
     class Rows(TrainerCallback):  # the same rows ftrecipes writes to metrics.jsonl
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
-                with open(metrics_file, "a") as f:
-                    f.write(json.dumps({"step": state.global_step, **logs}) + "\n")
+                import torch
 
-    rows = [json.loads(line) for line in Path(train_file).read_text().splitlines()]
+                peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+                with open(s["metrics"], "a") as f:
+                    f.write(json.dumps({"step": state.global_step, **logs, "memory_peak_gb": peak}) + "\n")
+
+    rows = [json.loads(line) for line in Path(s["train_file"]).read_text().splitlines()]
     data = Dataset.from_list([{"prompt": r["messages"][:-1], "completion": r["messages"][-1:]} for r in rows])
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
+    tokenizer = AutoTokenizer.from_pretrained(s["model"])
+    model = AutoModelForCausalLM.from_pretrained(s["model"], dtype="auto")
+    on_cpu = {"bf16": False, "gradient_checkpointing": False, "use_cpu": True} if s["cpu"] else {}
     config = SFTConfig(
-        output_dir=str(Path(metrics_file).parent / "out"), num_train_epochs=1, per_device_train_batch_size=MICRO,
-        learning_rate=LR, lr_scheduler_type="cosine", warmup_steps=0.03, max_length=SEQ, seed=42,
-        bf16=False, gradient_checkpointing=False, use_cpu=True,  # on CPU: TRL's defaults would refuse bf16
-        logging_steps=1, save_strategy="no", report_to=[],
+        output_dir=str(Path(s["metrics"]).parent / "out"), num_train_epochs=1, per_device_train_batch_size=s["micro"],
+        learning_rate=s["lr"], lr_scheduler_type="cosine", warmup_steps=0.03, max_length=s["seq"], seed=42,
+        max_steps=s.get("max_steps") or -1, logging_steps=1, save_strategy="no", report_to=[],
         include_num_input_tokens_seen="non_padding",  # measurement only (the same counter ftrecipes logs)
+        **on_cpu,  # TRL's defaults would refuse bf16 on the CPU
     )
-    lora = LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.05, target_modules="all-linear",
-                      task_type="CAUSAL_LM")
+    lora = None
+    if s["rank"]:
+        lora = LoraConfig(r=s["rank"], lora_alpha=2 * s["rank"], lora_dropout=0.05, target_modules="all-linear",
+                          task_type="CAUSAL_LM")
     trainer = SFTTrainer(model=model, args=config, train_dataset=data, processing_class=tokenizer,
                          peft_config=lora, callbacks=[Rows()])
     trainer.train()
+
+
+def baseline_command(settings: dict, folder: Path) -> list[str]:
+    """The command that runs `baseline_worker` with `settings` (written to `folder/settings.json`)."""
+    path = folder / "baseline-settings.json"
+    path.write_text(json.dumps(settings))
+    return [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)]
 
 
 # --- the parent: prepare once, run each configuration, poll its rows ----------------------------
@@ -188,10 +205,10 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, help="OMP_NUM_THREADS for every configuration (default: torch's "
                         "choice, all cores); on a machine shared with other jobs, 1 keeps OpenMP workers from spinning")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (run dirs, logs)")
-    parser.add_argument("--worker", nargs=3, metavar=("MODEL", "TRAIN_JSONL", "METRICS"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", metavar="SETTINGS_JSON", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        baseline_worker(*args.worker)
+        baseline_worker(args.worker)
         return 0
     if not DATA.is_file():
         print(f"skipped: {DATA} is absent (the benchmark needs the shared alpaca demo)")
@@ -221,7 +238,8 @@ def main(argv=None) -> int:
             if name == "baseline":
                 run_dir.mkdir()
                 metrics = run_dir / "metrics.jsonl"
-                command = [sys.executable, __file__, "--worker", model_path, str(train_file), str(metrics)]
+                command = baseline_command({"model": model_path, "train_file": str(train_file), "metrics": str(metrics),
+                                            "seq": SEQ, "micro": MICRO, "lr": LR, "rank": RANK, "cpu": True}, run_dir)
             else:
                 shutil.copytree(prepared, run_dir, ignore=shutil.ignore_patterns("metrics.jsonl"))
                 metrics = run_dir / "metrics.jsonl"
