@@ -31,6 +31,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -192,12 +193,14 @@ def main(argv=None) -> int:
         model_dir = build_model(SMOKE_SHAPE if args.smoke else SHAPES[shape], rows, work / shape)
         for method in args.methods:
             prepared = work / f"prepared-{shape}-{method}"
-            cpu.subprocess.run([sys.executable, "-m", "ftrecipes.launch", *common(args, model_dir, method),
-                                "stages=[prepare]", f"run_dir={prepared}"], cwd=REPO, env=env, check=True,
-                               stdout=cpu.subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "ftrecipes.launch", *common(args, model_dir, method),
+                            "stages=[prepare]", f"run_dir={prepared}"], cwd=REPO, env=env, check=True,
+                           stdout=subprocess.DEVNULL)
             for name in args.only:
-                runs = [run_one(name, method, model_dir, prepared, work / f"r{i}", args, env)
-                        for i in range(args.repeats) if (work / f"r{i}").mkdir(exist_ok=True) or True]
+                runs = []
+                for i in range(args.repeats):
+                    (work / f"r{i}").mkdir(exist_ok=True)
+                    runs.append(run_one(name, method, model_dir, prepared, work / f"r{i}", args, env))
                 med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
                 results.setdefault((shape, method), {})[name] = med
                 print(f"  {shape} {method} {name}: {med['tokens_per_s']:,.0f} tok/s, step {med['step_s'] * 1000:.0f} ms",
