@@ -120,11 +120,19 @@ def classify(error: BaseException) -> FtrecipesError | None:
 
     Matched by class name and message, so torch is never imported here: CUDA out of memory and
     MemoryError -> OutOfResources; OSError ENOSPC/EDQUOT -> OutOfResources; a NCCL/Gloo watchdog or
-    rendezvous timeout -> DistributedTimeout. Anything else returns None (a bug: traceback).
+    rendezvous timeout -> DistributedTimeout; an import of a package that `train.lean_imports` kept
+    out -> EnvironmentProblem. Anything else returns None (a bug: traceback).
     """
     import errno
 
+    from ftrecipes.train.lean_imports import hidden_package
+
     name, text = type(error).__name__, str(error)
+    hidden = hidden_package(error)
+    if hidden:
+        return EnvironmentProblem(f"'{hidden}' was kept out of this run because the recipe does not use it, "
+                                  f"but something imported it ({text})",
+                                  hint="set train.lean_imports=false to import every installed package")
     if name == "OutOfMemoryError" or isinstance(error, MemoryError) or "CUDA out of memory" in text:
         return OutOfResources(f"out of memory: {text.splitlines()[0] if text else name}",
                               hint="lower train.micro_batch_size or data.max_seq_len, or turn on "

@@ -57,6 +57,12 @@ def run_dir_for(resolved, index: int | None, stamp: _dt.datetime) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command (`argv` None: this process is the run's, so `train.lean_imports` may act) or a
+    call from Python with `argv` (the caller's process: nothing is kept out of it)."""
+    if argv is None:
+        from ftrecipes.train import lean_imports
+
+        lean_imports.OWNS_PROCESS = True
     return report_errors(launch, sys.argv[1:] if argv is None else argv)
 
 
@@ -83,6 +89,10 @@ def launch(argv: list[str]) -> int:
     if problems:
         raise RecipeProblems(problems)
     stamp = _dt.datetime.now()
+    if len(resolved_jobs) > 1:  # a sweep's jobs share this process: what one hides, another may use
+        from ftrecipes.train import lean_imports
+
+        lean_imports.OWNS_PROCESS = False
     if scheduler:
         from ftrecipes.distributed.submitit_launch import submit
 

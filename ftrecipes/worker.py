@@ -36,6 +36,12 @@ def run_stages(resolved_path: Path) -> dict:
     from ftrecipes.config.resolve import load_resolved
 
     recipe = load_resolved(resolved_path)
+    from ftrecipes.train.lean_imports import hide_unused_packages
+
+    hidden = hide_unused_packages(recipe)  # before anything imports transformers; only in a process of our own
+    if hidden and os.environ.get("RANK", "0") == "0":
+        print(f"ftrecipes: not importing what this recipe does not use: {', '.join(sorted(hidden))} "
+              "(train.lean_imports)", flush=True)
     run_dir = resolved_path.parent
     results, run_started, stage = {}, time.perf_counter(), None
     runtime.start(recipe)
@@ -83,6 +89,10 @@ def _run_for_exit_code(path: Path, seen: list) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if argv is None:  # a rank's own process (train.lean_imports may act)
+        from ftrecipes.train import lean_imports
+
+        lean_imports.OWNS_PROCESS = True
     if len(args) != 1 or args[0] in ("-h", "--help"):
         print(__doc__)
         return ExitCode.OK if args and args[0] in ("-h", "--help") else ExitCode.RECIPE
