@@ -11,7 +11,7 @@ through it against 104 ms with plain logits (docs/performance.md).
 `train.lm_head_loss` picks the path for the run (`loss_head(recipe, model)` around `train()`):
 
 - `chunked`: TRL's kernel as it is. Memory stays at one tile whatever the vocabulary.
-- `dense`: `hidden[label positions] @ W.T` in one matmul, then torch's `logsumexp`. The same
+- `dense`: `hidden[label positions] @ W.T` in one matmul, then torch's `log_softmax`. The same
   outputs TRL's kernel returns (log-probs, entropy, top-1, ...), with autograd's gradients. It
   holds the logits of the labelled tokens of one micro-batch, about 3 x tokens x vocab x 4 bytes.
 - `auto` (default): `dense` where TRL has no Triton kernel for the device and that estimate for a
@@ -40,18 +40,25 @@ def dense_log_probs(hidden, weight, bias, targets, temperature, chunk_size=None,
     import torch
     import torch.nn.functional as F
 
-    z = F.linear(hidden, weight, bias).float() * logit_scale
+    z = F.linear(hidden, weight, bias).float()
+    if logit_scale != 1.0:  # a full pass over [N, vocab] each way: skipped when it is the identity
+        z = z * logit_scale
     if final_logit_softcapping is not None:
         z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
-    z = z / temperature
-    log_z = torch.logsumexp(z, dim=-1)
-    log_probs = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_z
+    if temperature != 1.0:
+        z = z / temperature
+    # log_softmax and softmax, not logsumexp and exp: torch's CPU exp takes a slow path for every
+    # input that underflows (z - max below about -87), 15-20x slower on a trained model's logits,
+    # while the softmax kernels do not (docs/performance.md)
+    log_p = torch.log_softmax(z, dim=-1)
+    log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = log_sum_sq = mean_logits = is_top1 = None
+    probs = torch.softmax(z, dim=-1) if {"entropy", "log_sum_sq_probs"} & set(outputs) else None
     if "entropy" in outputs:
-        entropy = log_z - (torch.softmax(z, dim=-1) * z).sum(-1)
+        entropy = -(probs * log_p).sum(-1)
     with torch.no_grad():  # TRL marks these three non-differentiable
         if "log_sum_sq_probs" in outputs:
-            log_sum_sq = torch.logsumexp(2 * (z - log_z.unsqueeze(-1)), dim=-1)
+            log_sum_sq = torch.log(probs.square().sum(-1))
         if "mean_logits" in outputs:
             mean_logits = z.mean(-1)
         if "is_top1" in outputs:  # argmax takes the first maximum, as TRL's kernel does

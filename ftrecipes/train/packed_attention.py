@@ -40,7 +40,7 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
     position_ids = kwargs.get("position_ids")
-    tokens = query.shape[2]
+    tokens = query.shape[2]  # dropout never reaches the per-sample calls: it takes the plain path
     if (position_ids is None or key.shape[2] != tokens or position_ids.shape[-1] != tokens
             or dropout or is_causal is False or not getattr(module, "is_causal", True)):
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
@@ -48,23 +48,23 @@ def packed_sdpa_attention(module, query, key, value, attention_mask, dropout=0.0
     groups = getattr(module, "num_key_value_groups", 1)
     if groups > 1:
         key, value = repeat_kv(key, groups), repeat_kv(value, groups)
-    positions = position_ids.expand(query.shape[0], -1).tolist()
-    rows = []
-    for row, row_positions in enumerate(positions):
-        parts, single_start = [], None
-        for start, end in segments(row_positions) + [(tokens, tokens)]:
-            if end - start == 1 and start < tokens:
-                single_start = start if single_start is None else single_start
-                continue
-            if single_start is not None:  # one-token samples attend to themselves only
-                parts.append(value[row, :, single_start:start])
-                single_start = None
-            if start < tokens:
-                parts.append(torch.nn.functional.scaled_dot_product_attention(
-                    query[row:row + 1, :, start:end], key[row:row + 1, :, start:end],
-                    value[row:row + 1, :, start:end], dropout_p=dropout, is_causal=True, scale=scaling)[0])
-        rows.append(torch.cat(parts, dim=1) if len(parts) > 1 else parts[0])
-    return torch.stack(rows).transpose(1, 2).contiguous(), None
+    batch, heads = query.shape[:2]
+    # one [heads, batch * tokens, dim] sequence (samples never cross a row's end), cut by `split`:
+    # its backward is one concatenation, where per-sample slices each zero-fill the whole input
+    flat = [t.transpose(0, 1).reshape(heads, batch * tokens, t.shape[-1]) for t in (query, key, value)]
+    lengths, singles = [], []
+    for row_positions in position_ids.expand(batch, -1).tolist():
+        for start, end in segments(row_positions):
+            if end - start == 1 and singles and singles[-1]:
+                lengths[-1] += 1  # one run of one-token samples: each attends to itself only
+            else:
+                lengths.append(end - start)
+                singles.append(end - start == 1)
+    parts = [v if single else torch.nn.functional.scaled_dot_product_attention(
+                 q[None], k[None], v[None], is_causal=True, scale=scaling)[0]
+             for q, k, v, single in zip(*(t.split(lengths, dim=1) for t in flat), singles)]
+    out = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+    return out.reshape(heads, batch, tokens, value.shape[-1]).permute(1, 2, 0, 3).contiguous(), None
 
 
 def has_sliding_window(config) -> bool:
