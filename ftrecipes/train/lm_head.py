@@ -53,7 +53,11 @@ def dense_log_probs(hidden, weight, bias, targets, temperature, chunk_size=None,
     log_p = torch.log_softmax(z, dim=-1)
     log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = log_sum_sq = mean_logits = is_top1 = None
-    probs = torch.softmax(z, dim=-1) if {"entropy", "log_sum_sq_probs"} & set(outputs) else None
+    probs = None
+    if {"entropy", "log_sum_sq_probs"} & set(outputs):
+        # exp of log-probs clamped above the underflow (the slow path): an entry below e^-87 weighs
+        # nothing next to the others, and this takes half the time of a second softmax kernel
+        probs = log_p.clamp(min=-87.0).exp()
     if "entropy" in outputs:
         entropy = -(probs * log_p).sum(-1)
     with torch.no_grad():  # TRL marks these three non-differentiable
