@@ -32,8 +32,6 @@ import json
 import sys
 from pathlib import Path
 
-BITSANDBYTES_OPTIMIZERS = ("adamw_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
-ZERO = ("zero1", "zero2", "zero3", "zero3_offload")
 HIDDEN: set[str] = set()  # what this process hid, for hidden_package()
 OWNS_PROCESS = False  # set by the command entry points; a library caller's process is never touched
 
@@ -58,6 +56,8 @@ def _quantized_on_disk(model) -> bool:
 
 def needed(recipe) -> dict[str, bool]:
     """`{package: whether the recipe uses it}` for each package this module may hide."""
+    from ftrecipes.config.rules_speed import BITSANDBYTES_OPTIMIZERS
+    from ftrecipes.distributed.engine import ZERO
     from ftrecipes.methods import get
 
     logging, stages = recipe.logging, list(recipe.stages)
