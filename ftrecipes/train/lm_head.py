@@ -47,9 +47,9 @@ def dense_log_probs(hidden, weight, bias, targets, temperature, chunk_size=None,
         z = final_logit_softcapping * torch.tanh(z / final_logit_softcapping)
     if temperature != 1.0:
         z = z / temperature
-    # log_softmax and softmax, not logsumexp and exp: torch's CPU exp takes a slow path for every
+    # log_softmax, not logsumexp or exp of raw logits: torch's CPU exp takes a slow path for every
     # input that underflows (z - max below about -87), 15-20x slower on a trained model's logits,
-    # while the softmax kernels do not (docs/performance.md)
+    # while the log_softmax kernel does not (docs/performance.md)
     log_p = torch.log_softmax(z, dim=-1)
     log_probs = log_p.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     entropy = log_sum_sq = mean_logits = is_top1 = None
