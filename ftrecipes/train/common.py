@@ -254,8 +254,12 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
         if finished:
             result = finish_from(trainer, start, finished, metrics)
         else:
-            # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention)
-            with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model):
+            # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention);
+            # train.cpu_lora_kernels (ftrecipes.train.cpu_lora, which imports torch: not at module level)
+            from ftrecipes.train.cpu_lora import cpu_lora_kernels
+
+            with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model), \
+                    cpu_lora_kernels(recipe, trainer.model):
                 result = trainer.train(resume_from_checkpoint=start)
     finally:
         if preemption is not None:
