@@ -36,9 +36,13 @@ def run_stages(resolved_path: Path) -> dict:
     from ftrecipes.config.resolve import load_resolved
 
     recipe = load_resolved(resolved_path)
+    from ftrecipes.train.cpu_malloc import reuse_freed_memory
+    from ftrecipes.train.distribution_cache import cache_packages_distributions
     from ftrecipes.train.lean_imports import hide_unused_packages
 
     hidden = hide_unused_packages(recipe)  # before anything imports transformers; only in a process of our own
+    cache_packages_distributions(recipe)  # before TRL builds its package table (same rule)
+    reuse_freed_memory(recipe)  # CPU: glibc keeps freed blocks for the next step (same rule)
     if hidden and os.environ.get("RANK", "0") == "0":
         print(f"ftrecipes: not importing what this recipe does not use: {', '.join(sorted(hidden))} "
               "(train.lean_imports)", flush=True)

@@ -133,3 +133,4 @@ def test_a_real_run_trains_with_the_unused_packages_kept_out(tmp_path):
     losses = [json.loads(x)["loss"] for x in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
     assert len(losses) == 6 and min(losses[-2:]) < losses[0]
     assert list(Path(run_dir / "adapter").glob("*.safetensors"))
+    assert list((tmp_path / "cache" / "startup").glob("packages-*.json"))  # TRL's table, cached for the next run
