@@ -17,7 +17,8 @@ from conftest import SMALL_MODEL, private_model_cache
 from ftrecipes.config.resolve import resolve
 from ftrecipes.train.cpu_lora import FastDropout, cpu_lora_kernels, keep_mask
 
-CPU = SimpleNamespace(train=SimpleNamespace(cpu_lora_kernels=True), hardware=SimpleNamespace(accelerator="cpu"))
+CPU = SimpleNamespace(train=SimpleNamespace(cpu_lora_kernels=True),
+                      hardware=SimpleNamespace(accelerator="cpu", strategy="none"))
 
 
 class Block(nn.Module):
@@ -71,14 +72,16 @@ def test_classes_and_state_dict_are_restored_on_exit_even_after_an_error():
     assert type(layer.lora_dropout["default"]) is nn.Dropout
 
 
-@pytest.mark.parametrize("why", ["key off", "gpu preset", "dora", "merged"])
+@pytest.mark.parametrize("why", ["key off", "gpu preset", "zero3", "fsdp2", "dora", "merged"])
 def test_it_leaves_layers_it_cannot_speed_up_alone(why):
     recipe = CPU
     model = adapted(dropout=0.1, use_dora=why == "dora")
     if why == "key off":
         recipe = SimpleNamespace(train=SimpleNamespace(cpu_lora_kernels=False), hardware=CPU.hardware)
     if why == "gpu preset":
-        recipe = SimpleNamespace(train=CPU.train, hardware=SimpleNamespace(accelerator="cuda"))
+        recipe = SimpleNamespace(train=CPU.train, hardware=SimpleNamespace(accelerator="cuda", strategy="none"))
+    if why in ("zero3", "fsdp2"):  # sharded weights are re-gathered by the engine's own functions
+        recipe = SimpleNamespace(train=CPU.train, hardware=SimpleNamespace(accelerator="cpu", strategy=why))
     if why == "merged":
         model.base_model.model.q.merge()
     with cpu_lora_kernels(recipe, model) as swapped:

@@ -18,7 +18,8 @@ evaluation see plain PEFT modules.
 The values equal PEFT's to float rounding; the dropout masks come from a different draw than
 `torch.nn.Dropout`'s, with the same keep probability (to 1/65,536) and the same `1/(1-p)` scale,
 from the same seeded generator. Recipe key: `train.cpu_lora_kernels` (on by default; it acts only
-with `hardware.accelerator=cpu` and LoRA's plain variant: no DoRA, no quantized base, no bias).
+with `hardware.accelerator=cpu`, whole parameters (not ZeRO-3 or FSDP2) and LoRA's plain variant:
+no DoRA, no quantized base, no bias on `lora_B`).
 """
 
 from __future__ import annotations
@@ -117,6 +118,9 @@ def plain_lora_layers(model) -> list:
     return found
 
 
+# ZeRO-3 and FSDP2 free or shard a weight between forward and backward and re-gather it through
+# their own hooks and linear functions; the functions above save the weight for the backward
+SHARDED_PARAMETERS = ("zero3", "zero3_offload", "fsdp2")
 SWAPS = ((nn.Linear, LoraDownLinear), (nn.Linear, LoraUpLinear), (nn.Dropout, FastDropout))
 
 
@@ -124,9 +128,11 @@ SWAPS = ((nn.Linear, LoraDownLinear), (nn.Linear, LoraUpLinear), (nn.Dropout, Fa
 def cpu_lora_kernels(recipe, model):
     """Inside the block, the plain LoRA layers of `model` run the classes above (see the module
     docstring); on exit every swapped module gets its class back. A no-op unless
-    `train.cpu_lora_kernels` is on, `hardware.accelerator=cpu` and the parameters are on the CPU."""
+    `train.cpu_lora_kernels` is on, `hardware.accelerator=cpu`, the parameters are on the CPU and
+    whole (not `hardware.strategy` zero3, zero3_offload or fsdp2)."""
     swapped: list[tuple[nn.Module, type]] = []
-    active = recipe.train.cpu_lora_kernels and recipe.hardware.accelerator == "cpu"
+    active = (recipe.train.cpu_lora_kernels and recipe.hardware.accelerator == "cpu"
+              and recipe.hardware.strategy not in SHARDED_PARAMETERS)
     if active and all(p.device.type == "cpu" for p in model.parameters()):
         for layer in plain_lora_layers(model):
             for name in layer.lora_A:
