@@ -118,6 +118,8 @@ def losses(tmp_path, name: str, overrides: list[str]) -> list[float]:
 
 # (overrides, relative tolerance on every logged loss). Exact-math variants agree to float32
 # rounding; 8-bit AdamW quantizes the optimizer states, so its later steps drift a little.
+# train.cpu_reuse_freed_memory acts in a process of our own only, not in this test process
+# (test_process_tuning.py checks it through glibc's counters).
 # train.torch_compile is left out: inductor's CPU compile of the forward and backward took
 # minutes here on 2 cores (test_each_key_reaches_the_trainer_arguments checks its wiring).
 CPU_COMBINATIONS = {
@@ -128,6 +130,9 @@ CPU_COMBINATIONS = {
     "adamw_8bit": (["train.optimizer=adamw_8bit"], 2e-2),
     # the baseline's auto is dense on the CPU; TRL's chunked kernel must give the same losses
     "lm_head_chunked": (["train.lm_head_loss=chunked"], 1e-4),
+    # PEFT's own LoRA modules: torch's dropout draws other masks (test_cpu_lora.py compares the two
+    # without dropout, to 1e-4)
+    "peft_lora_modules": (["train.cpu_lora_kernels=false"], 2e-2),
 }
 
 
