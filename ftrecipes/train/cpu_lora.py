@@ -104,8 +104,8 @@ class FastDropout(nn.Dropout):
 
 
 def plain_lora_layers(model) -> list:
-    """PEFT LoRA `Linear` layers this module can speed up: unmerged, no variant (DoRA), a bias-free
-    `lora_B`, and a full-precision `nn.Linear` base (not bitsandbytes, not an FSDP/DTensor shard)."""
+    """PEFT LoRA `Linear` layers this module can speed up: unmerged, no variant (DoRA), and a plain
+    `nn.Linear` base (not bitsandbytes). A `lora_B` with a bias keeps its own class."""
     from peft.tuners.lora.layer import Linear as LoraLinear
 
     found = []
