@@ -29,7 +29,7 @@ ORIGINAL = importlib.metadata.packages_distributions
 def path_folders() -> list:
     """`[entry, modification time]` for each `sys.path` entry (None when it does not exist)."""
     folders = []
-    for entry in sys.path:
+    for entry in map(str, sys.path):  # some tools insert Path objects
         try:
             folders.append([entry, os.stat(entry or ".").st_mtime_ns])
         except OSError:
