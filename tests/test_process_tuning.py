@@ -44,7 +44,8 @@ def test_an_install_or_removal_in_a_path_folder_refreshes_the_table(tmp_path, mo
     os.utime(folder, ns=(os.stat(folder).st_atime_ns, os.stat(folder).st_mtime_ns + 10**9))
     assert distribution_cache.cached_packages_distributions()["fresh_pkg"] == ["fresh-pkg"]
     assert len(list((tmp_path / "cache" / "startup").glob("packages-*.json"))) == 1  # overwritten, not added
-    monkeypatch.setattr(sys, "path", [folder, *sys.path])  # a Path object, as some tools insert
+    # the same folder as a Path object, as some tools insert it
+    monkeypatch.setattr(sys, "path", [folder, *(entry for entry in sys.path if entry != str(folder))])
     assert distribution_cache.cached_packages_distributions()["fresh_pkg"] == ["fresh-pkg"]
 
 
