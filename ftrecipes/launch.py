@@ -157,7 +157,7 @@ def run_job(resolved, overrides: list[str], run_dir: Path, args, start: bool = T
     if command.in_process:
         from ftrecipes.worker import run_stages
 
-        run_stages(resolved_path)
+        run_stages(resolved_path, recipe)
     else:
         from ftrecipes.distributed.node import print_other_nodes, run_node
 

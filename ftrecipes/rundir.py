@@ -65,7 +65,7 @@ def lock(resolved, argv: list[str]) -> dict:
         except md.PackageNotFoundError:
             continue
     from ftrecipes.data.cache import file_sha256
-    from ftrecipes.data.pipeline import input_files
+    from ftrecipes.data.load import input_files
 
     files = {}
     for path in input_files(resolved.recipe.data):

@@ -32,17 +32,25 @@ STAGES = {
 }
 
 
-def run_stages(resolved_path: Path) -> dict:
-    from ftrecipes.config.resolve import load_resolved
+def run_stages(resolved_path: Path, recipe=None) -> dict:
+    """Runs the stages of the run dir holding `resolved_path`. `recipe`: the launcher's own
+    validated recipe when it runs the job in its process (the file holds the same; reading and
+    validating it again costs ~0.1 s of the start); a worker process reads the file."""
+    if recipe is None:
+        from ftrecipes.config.resolve import load_resolved
 
-    recipe = load_resolved(resolved_path)
+        recipe = load_resolved(resolved_path)
     from ftrecipes.train.cpu_malloc import reuse_freed_memory
     from ftrecipes.train.distribution_cache import cache_packages_distributions
+    from ftrecipes.train.gc_pause import end_of_stage, pause_collection
+    from ftrecipes.train.import_structure_cache import cache_import_structure
     from ftrecipes.train.lean_imports import hide_unused_packages
 
     hidden = hide_unused_packages(recipe)  # before anything imports transformers; only in a process of our own
     cache_packages_distributions(recipe)  # before TRL builds its package table (same rule)
+    cache_import_structure(recipe)  # before transformers builds its lazy-import table (same rule)
     reuse_freed_memory(recipe)  # CPU: glibc keeps freed blocks for the next step (same rule)
+    pause_collection(recipe, next(iter(recipe.stages), None))  # until training starts (same rule)
     if hidden and os.environ.get("RANK", "0") == "0":
         print(f"ftrecipes: not importing what this recipe does not use: {', '.join(sorted(hidden))} "
               "(train.lean_imports)", flush=True)
@@ -58,11 +66,15 @@ def run_stages(resolved_path: Path) -> dict:
             module, function = STAGES[stage].split(":")
             print(f"\n== {stage} ==", flush=True)
             started = time.perf_counter()
-            results[stage] = getattr(importlib.import_module(module), function)(recipe, run_dir)
+            try:
+                results[stage] = getattr(importlib.import_module(module), function)(recipe, run_dir)
+            finally:
+                end_of_stage()  # the collector on, nothing frozen (train turned it on before its first step)
             print(f"== {stage} done in {time.perf_counter() - started:.1f} s ==", flush=True)
     except BaseException:
         _finish(recipe, run_dir, time.perf_counter() - run_started, failed=stage)
         raise
+    end_of_stage()  # also when no stage ran in this process
     runtime.end_training()
     if runtime.is_main():
         (run_dir / "stages.json").write_text(json.dumps(results, indent=2, default=str) + "\n")

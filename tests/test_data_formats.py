@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from ftrecipes.config.resolve import resolve
-from ftrecipes.data.pipeline import input_files, run_prepare
+from ftrecipes.data.load import input_files
+from ftrecipes.data.pipeline import run_prepare
 from ftrecipes.errors import DataError, EnvironmentProblem
 
 REPO = Path(__file__).resolve().parents[1]

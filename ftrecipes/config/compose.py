@@ -95,7 +95,7 @@ def compose(overrides: list[str], config_dirs=(), config_name: str = PRIMARY) ->
 
     dirs = search_dirs(config_dirs)
     loader = make_loader(dirs)
-    _check_override_syntax(overrides)
+    parsed = _parse_overrides(overrides)
     effective = list(overrides)
     for _ in range(len(overrides) + 1):
         try:
@@ -117,7 +117,7 @@ def compose(overrides: list[str], config_dirs=(), config_name: str = PRIMARY) ->
         if found is not None:
             sources.append((entry.package or "", found))
     origins = file_origins(sources)
-    origins.update(_override_origins(overrides, set(choices)))
+    origins.update(_override_origins(parsed, set(choices)))
     return Composed(cfg, choices, origins, list(overrides), dirs, [p for _, p in sources])
 
 
@@ -130,25 +130,24 @@ def _find(config_path: str, dirs: list[Path]) -> Path | None:
     return None
 
 
-def _override_origins(overrides: list[str], groups: set[str]) -> dict[str, str]:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
+def _override_origins(parsed: list, groups: set[str]) -> dict[str, str]:
     origins = {}
-    for override in OverridesParser.create().parse_overrides(overrides):
+    for override in parsed:
         key = override.key_or_group
         if key not in groups:
             origins[key] = f"command line '{override.input_line}'"
     return origins
 
 
-def _check_override_syntax(overrides: list[str]) -> None:
+def _parse_overrides(overrides: list[str]) -> list:
+    """Hydra's parse of each override; `RecipeProblems` naming every one it cannot parse."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    parser, problems = OverridesParser.create(), []
+    parser, problems, parsed = OverridesParser.create(), [], []
     for text in overrides:
         try:
-            parser.parse_override(text)
+            parsed.append(parser.parse_override(text))
         except HydraException as exc:
             reason = str(exc).splitlines()[0]
             problems.append(Problem(text, f"cannot parse this override ({reason})", "command line",
@@ -156,6 +155,7 @@ def _check_override_syntax(overrides: list[str]) -> None:
                                     "quote values that hold spaces, commas or brackets"))
     if problems:
         raise RecipeProblems(problems)
+    return parsed
 
 
 _NOT_IN_STRUCT = re.compile(r"Could not override '([^']+)'")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ftrecipes.data import formats, readers
 from ftrecipes.errors import DataError
@@ -46,6 +47,22 @@ def source_specs(data) -> list[tuple[str, str, float]]:
     specs = [(data.path, data.format, float(data.weight))]
     specs += [(s.path, s.get("format", "auto"), float(s.get("weight", 1.0))) for s in data.sources]
     return specs
+
+
+def input_specs(data) -> list[str]:
+    """Every source's path spec, then `data.validation_path`."""
+    return [s for s, _, _ in source_specs(data)] + ([data.validation_path] if data.validation_path else [])
+
+
+def input_files(data) -> list[Path]:
+    """Every local file the data recipe reads (`data.path`, `data.sources[].path`,
+    `data.validation_path`; globs expanded, `builtin:` resolved), in reading order, without repeats.
+    Hub datasets (`hf:`) have no local file. For lock files: hash these, not only `data.path`
+    (this module stays light, so the launcher imports it before any run)."""
+    files: list[Path] = []
+    for spec in input_specs(data):
+        files += [p for p in readers.resolve_files(spec) if p not in files]
+    return files
 
 
 def load(data) -> Loaded:

@@ -85,24 +85,10 @@ def run_prepare(recipe, run_dir: Path, tokenizer=None) -> dict:
     return summary
 
 
-def _specs(data) -> list[str]:
-    return [s for s, _, _ in load.source_specs(data)] + ([data.validation_path] if data.validation_path else [])
-
-
-def input_files(data) -> list[Path]:
-    """Every local file the data recipe reads (`data.path`, `data.sources[].path`,
-    `data.validation_path`; globs expanded, `builtin:` resolved), in reading order, without repeats.
-    Hub datasets (`hf:`) have no local file. For lock files: hash these, not only `data.path`."""
-    files: list[Path] = []
-    for spec in _specs(data):
-        files += [p for p in readers.resolve_files(spec) if p not in files]
-    return files
-
-
 def input_hashes(data) -> dict:
     """`{path spec: {file: sha256}}` for every source (hub datasets: their name)."""
     return {spec: ({spec: "hub"} if spec.startswith("hf:") else
-                   {str(p): cache.file_sha256(p) for p in readers.resolve_files(spec)}) for spec in _specs(data)}
+                   {str(p): cache.file_sha256(p) for p in readers.resolve_files(spec)}) for spec in load.input_specs(data)}
 
 
 def _summary(result: dict, cached: bool) -> dict:

@@ -257,7 +257,9 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
             # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention);
             # train.cpu_lora_kernels (ftrecipes.train.cpu_lora, which imports torch: not at module level)
             from ftrecipes.train.cpu_lora import cpu_lora_kernels
+            from ftrecipes.train.gc_pause import resume_collection
 
+            resume_collection()  # the imports are done: the loop collects as usual (ftrecipes.train.gc_pause)
             with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model), \
                     cpu_lora_kernels(recipe, trainer.model):
                 result = trainer.train(resume_from_checkpoint=start)

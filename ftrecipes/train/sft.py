@@ -13,6 +13,8 @@ Features and the keys that control them:
   (TRL's best-fit packing; with sdpa or eager attention each packed row stays a batch row, see
   `ftrecipes.train.packed_rows`).
 - length: `data.max_seq_len` (prepare already dropped longer rows).
+- reuse of TRL's tokenized (and packed) rows by later runs over the same data and settings:
+  `data.cache.enabled` (see `ftrecipes.train.tokenized_cache`).
 - schedule, precision, gradient checkpointing, validation, logging, seed: the `train.*`,
   `hardware.*`, `logging.*` keys listed in `ftrecipes.train.common.training_arguments`.
 
@@ -28,6 +30,7 @@ from pathlib import Path
 from ftrecipes.errors import RecipeError
 from ftrecipes.train.callbacks import standard_callbacks
 from ftrecipes.train.common import load_rows, run_and_save, setup_model, training_arguments
+from ftrecipes.train import tokenized_cache
 from ftrecipes.train.packed_rows import PackedRowsCollator, wants_packed_rows
 
 
@@ -60,14 +63,21 @@ def run_train(recipe, run_dir: Path) -> dict:
     train_rows, eval_rows = load_rows(recipe, run_dir)
     model, tokenizer, trainable, total = setup_model(recipe, len(train_rows))
     callbacks, metrics = standard_callbacks(recipe, run_dir, model)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(recipe, run_dir, has_eval=bool(eval_rows)),
-        train_dataset=Dataset.from_list(to_prompt_completion(train_rows)),
-        eval_dataset=Dataset.from_list(to_prompt_completion(eval_rows)) if eval_rows else None,
-        processing_class=tokenizer,
-        callbacks=callbacks,
-    )
+    args = sft_config(recipe, run_dir, has_eval=bool(eval_rows))
+    key = tokenized_cache.cache_key(recipe, run_dir, args, tokenizer)
+    cached = tokenized_cache.load(key, has_eval=bool(eval_rows))
+    if cached is not None:
+        train_data, eval_data = cached
+        args.dataset_kwargs = {**(args.dataset_kwargs or {}), "skip_prepare_dataset": True}
+        print(f"train: tokenized rows from {tokenized_cache.entry_folder(key)} (data.cache.enabled)", flush=True)
+    else:
+        train_data = Dataset.from_list(to_prompt_completion(train_rows))
+        eval_data = Dataset.from_list(to_prompt_completion(eval_rows)) if eval_rows else None
+    trainer = SFTTrainer(model=model, args=args, train_dataset=train_data, eval_dataset=eval_data,
+                         processing_class=tokenizer, callbacks=callbacks)
+    saved = None if cached is not None else tokenized_cache.save(key, trainer.train_dataset, trainer.eval_dataset)
+    if saved is not None:
+        print(f"train: tokenized rows saved to {saved} for later runs (data.cache.enabled)", flush=True)
     if wants_packed_rows(recipe):
         # TRL refuses a collator argument with packing (it forces its padding-free one), so ours
         # replaces it on the built trainer; the packed dataset's columns are the same
