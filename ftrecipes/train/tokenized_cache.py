@@ -59,14 +59,19 @@ def preparation_settings(args) -> dict:
 
 
 def cache_key(recipe, run_dir: Path, args, tokenizer) -> str | None:
-    """The entry's key, or None when `data.cache.enabled` is off."""
+    """The entry's key, or None when `data.cache.enabled` is off or the tokenizer has no
+    `tokenizers` definition to hash."""
     if not recipe.data.cache.enabled:
         return None
     files = {}
     for split in SPLITS:
         path = Path(run_dir) / "data" / f"{split}.jsonl"
         files[split] = file_sha256(path) if path.is_file() else None
-    blob = {"version": CACHE_VERSION, "files": files, "tokenizer": tokenizer_hash(tokenizer),
+    try:
+        tokenizer_id = tokenizer_hash(tokenizer)
+    except AttributeError:  # a tokenizer without a `tokenizers` backend: nothing to key it by
+        return None
+    blob = {"version": CACHE_VERSION, "files": files, "tokenizer": tokenizer_id,
             "settings": preparation_settings(args), "packages": _versions()}
     return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
