@@ -3,7 +3,7 @@
 Importing torch, transformers, PEFT, TRL and datasets creates about 700,000 objects that live as
 long as the process. While they are created the collector runs again and again, each full pass
 walking all of them, and Trainer's `accelerator.free_memory()` calls `gc.collect()` once more
-just before the first step: together 0.3 to 0.8 s of the start on a 2-core machine
+just before the first step: together 0.4 to 1.0 s of the start on a 2-core machine
 (docs/performance.md).
 
 `pause_collection(recipe)` turns the collector off when a run's own process (the
