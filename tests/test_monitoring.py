@@ -206,3 +206,22 @@ def test_report_renders_in_headless_chromium(tracked, tmp_path):
     assert shot.is_file() and shot.stat().st_size > 20_000
     if "FTR_KEEP_SCREENSHOT" in __import__("os").environ:
         shutil.copy(shot, __import__("os").environ["FTR_KEEP_SCREENSHOT"])
+
+
+def test_cpu_processes_count_as_devices_for_samples_and_cost(tmp_path):
+    """Two gloo processes on one host (hardware=cpu_2proc): each step trains two micro-batches,
+    and the summary's cost counts two devices, as the plan's world size does."""
+    from types import SimpleNamespace
+
+    from ftrecipes.config.resolve import resolve
+    from ftrecipes.monitor.resources import Throughput
+    from ftrecipes.monitor.summary import build_summary
+
+    overrides = ["hardware=cpu_2proc", "hardware.price_per_gpu_hour=1.0", "train.micro_batch_size=4",
+                 "train.gradient_accumulation_steps=2"]
+    recipe = resolve(overrides).recipe
+    throughput = Throughput(recipe, SimpleNamespace(config=None, parameters=lambda: iter(())))
+    assert throughput.samples_per_step == 4 * 2 * 2
+    summary = build_summary(recipe, tmp_path, seconds=3600.0)
+    assert summary["cost"]["devices"] == 2 and summary["cost"]["amount"] == pytest.approx(2.0)
+    assert build_summary(resolve([]).recipe, tmp_path, seconds=3600.0)["cost"]["devices"] == 1

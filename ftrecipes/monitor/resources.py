@@ -20,6 +20,8 @@ import os
 import resource
 import time
 
+from ftrecipes.plan.memory import world_size
+
 
 def flops_per_token(non_embedding_params: int, layers: int, attention_width: int, seq_len: float) -> float:
     """Training FLOPs per token: 6 N for the matmuls (forward 2 N, backward 4 N) plus 12 L d s for
@@ -60,7 +62,7 @@ class Throughput:
     def __init__(self, recipe, model):
         hw = recipe.hardware
         self.accelerator = hw.accelerator
-        self.devices = max(hw.gpus_per_node, 1) * hw.nodes if hw.accelerator == "cuda" else 1
+        self.devices = world_size(hw)  # GPUs, or CPU processes (`hardware.cpu_processes`) x nodes
         self.peak_flops = (hw.peak_tflops_bf16 or 0) * 1e12 * self.devices
         self.samples_per_step = recipe.train.micro_batch_size * recipe.train.gradient_accumulation_steps * self.devices
         config = getattr(model, "config", None)

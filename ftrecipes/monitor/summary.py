@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from ftrecipes.monitor import health
+from ftrecipes.plan.memory import world_size
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -39,7 +40,7 @@ def build_summary(recipe, run_dir: Path, seconds: float, failed: str | None = No
     peaks = [r["memory_peak_gb"] for r in rows if r.get("memory_peak_gb") is not None]
     shares = [r["memory_percent"] for r in rows if r.get("memory_percent") is not None]
     hw = recipe.hardware
-    devices = max(hw.gpus_per_node, 1) * hw.nodes if hw.accelerator == "cuda" else 1
+    devices = world_size(hw)  # GPUs, or CPU processes (`hardware.cpu_processes`) x nodes
     best = min(evals) if evals else None
     thresholds = dict(recipe.logging.health.perplexity_max)
     warnings = json.loads((run_dir / "health.json").read_text()) if (run_dir / "health.json").is_file() else []
