@@ -29,6 +29,15 @@ def builtin_data_dir() -> Path:
     return PACKAGE_DIR / "data" / "builtin"
 
 
+def write_text_atomic(path: Path, text: str) -> None:
+    """Writes `path` through a temporary file renamed into place, so a concurrent reader (another
+    rank) never sees half of it. Creates the folder; OSError is the caller's to handle."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
 def cache_dir() -> Path:
     """`$FTRECIPES_CACHE`, else `~/.cache/ftrecipes`."""
     root = os.environ.get("FTRECIPES_CACHE") or Path.home() / ".cache" / "ftrecipes"

@@ -43,7 +43,7 @@ def cached_packages_distributions() -> dict[str, list[str]]:
     One file per Python and `sys.path` (overwritten when a folder's time changes), so the cache
     does not grow with every install.
     """
-    from ftrecipes.paths import cache_dir
+    from ftrecipes.paths import cache_dir, write_text_atomic
 
     folders = path_folders()
     key = hashlib.sha256(json.dumps([sys.version, [entry for entry, _ in folders]]).encode()).hexdigest()[:20]
@@ -56,10 +56,7 @@ def cached_packages_distributions() -> dict[str, list[str]]:
         pass
     table = ORIGINAL()
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        partial.write_text(json.dumps({"folders": folders, "table": table}))
-        os.replace(partial, path)  # atomic: a concurrent rank never reads half a file
+        write_text_atomic(path, json.dumps({"folders": folders, "table": table}))
     except OSError:
         pass  # a read-only cache only costs the time
     return table
@@ -69,7 +66,7 @@ def cache_packages_distributions(recipe) -> bool:
     """Installs the cached function (see the module docstring); True when it did."""
     from ftrecipes.train import lean_imports
 
-    if not lean_imports.OWNS_PROCESS or not recipe.train.get("lean_imports", True):
+    if not lean_imports.acts_on(recipe):
         return False
     importlib.metadata.packages_distributions = cached_packages_distributions
     return True

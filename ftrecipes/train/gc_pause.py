@@ -30,7 +30,7 @@ def pause_collection(recipe, first_stage: str | None) -> bool:
     global _paused
     from ftrecipes.train import lean_imports
 
-    if _paused or not lean_imports.OWNS_PROCESS or not recipe.train.get("lean_imports", True):
+    if _paused or not lean_imports.acts_on(recipe):
         return False
     if first_stage != "train" or not gc.isenabled():
         return False  # a caller that turned it off keeps its choice

@@ -27,6 +27,8 @@ import json
 import os
 import sys
 
+from ftrecipes.paths import write_text_atomic
+
 TARGET = "transformers.utils.import_utils"
 
 
@@ -103,10 +105,7 @@ def cached(original):
         if encoded is not None:
             saved[entry_key] = {"fingerprint": fingerprint, "structure": encoded}
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(f".{os.getpid()}.tmp")
-                partial.write_text(json.dumps(saved))
-                os.replace(partial, path)  # atomic: a concurrent rank never reads half a file
+                write_text_atomic(path, json.dumps(saved))
             except OSError:
                 pass  # a read-only cache only costs the time
         return structure
@@ -160,7 +159,7 @@ def cache_import_structure(recipe) -> bool:
     """Installs the hook (see the module docstring); True when it did."""
     from ftrecipes.train import lean_imports
 
-    if not lean_imports.OWNS_PROCESS or not recipe.train.get("lean_imports", True):
+    if not lean_imports.acts_on(recipe):
         return False
     if TARGET in sys.modules or "transformers" in sys.modules:
         return False  # too late: the table is built

@@ -73,13 +73,20 @@ def needed(recipe) -> dict[str, bool]:
     }
 
 
+def acts_on(recipe) -> bool:
+    """Whether the start-up tuning may change this process: it is a run's own (`OWNS_PROCESS`)
+    and `train.lean_imports` is on. The other start-up modules (`distribution_cache`,
+    `import_structure_cache`, `gc_pause`) follow the same rule."""
+    return OWNS_PROCESS and recipe.train.get("lean_imports", True)
+
+
 def hide_unused_packages(recipe) -> list[str]:
     """Hides the packages `recipe` does not use (see the module docstring); returns their names.
 
     A package already imported stays, and so does everything when `train.lean_imports` is off
     or the process is not the run's own (`OWNS_PROCESS`).
     """
-    if not OWNS_PROCESS or not recipe.train.get("lean_imports", True):
+    if not acts_on(recipe):
         return []
     hidden = []
     for name, used in needed(recipe).items():

@@ -28,9 +28,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ftrecipes.errors import RecipeError
+from ftrecipes.train import tokenized_cache
 from ftrecipes.train.callbacks import standard_callbacks
 from ftrecipes.train.common import load_rows, run_and_save, setup_model, training_arguments
-from ftrecipes.train import tokenized_cache
 from ftrecipes.train.packed_rows import PackedRowsCollator, wants_packed_rows
 
 

@@ -97,7 +97,7 @@ def load(key: str | None, has_eval: bool):
             return None
         train = load_from_disk(str(folder / "train"))
         validation = load_from_disk(str(folder / "validation")) if has_eval else None
-    except (OSError, ValueError, FileNotFoundError):
+    except (OSError, ValueError):
         return None
     return train, validation
 
