@@ -13,7 +13,7 @@ in its own process on the shared alpaca demo at sequence 2048:
 - (c) `ftrecipes_fast`: + packing, `adamw_torch_fused`, FlashAttention-2 and Liger when installed.
 
 Columns: non-padding tokens/s (between the first and the last logged step), peak GPU memory
-(`torch.cuda.max_memory_allocated`, GiB), MFU, and the ratio against (a). MFU counts model FLOPs
+(`torch.cuda.max_memory_allocated`, GB of 1e9 bytes, as the run's metrics.jsonl), MFU, and the ratio against (a). MFU counts model FLOPs
 per real token, `6N + 12 L d s` for full fine-tuning and `4N + 8 L d s` for LoRA (a frozen base
 computes no weight gradients), N the parameters without embeddings, L layers, d hidden size,
 s = 2048, against the preset's `hardware.peak_tflops_bf16` (989 for 1x_h100, dense).
@@ -146,7 +146,7 @@ def versions() -> str:
 def table(results: dict, args, peak_tflops: float) -> str:
     lines = [f"### {datetime.date.today()}: {versions()}", "",
              f"    python tests/benchmarks/gpu_throughput.py --steps {args.steps} --seq {args.seq} --micro {args.micro}",
-             "", "| shape | method | config | tok/s | step ms | peak GPU GiB | MFU | vs (a) |", "|---|---|---|---|---|---|---|---|"]
+             "", "| shape | method | config | tok/s | step ms | peak GPU GB | MFU | vs (a) |", "|---|---|---|---|---|---|---|---|"]
     for (shape, method), by_config in results.items():
         base = by_config.get("baseline", {}).get("tokens_per_s")
         for name, m in by_config.items():

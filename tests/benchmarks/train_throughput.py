@@ -97,7 +97,7 @@ def baseline_worker(settings_file: str) -> None:
             if logs and "loss" in logs:
                 import torch
 
-                peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+                peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
                 with open(s["metrics"], "a") as f:
                     f.write(json.dumps({"step": state.global_step, **logs, "memory_peak_gb": peak}) + "\n")
 
