@@ -129,13 +129,16 @@ def test_a_dead_or_stuck_rank_ends_the_job_with_the_rank_named(scale_root, how):
         assert report["code"] == 7 and report["error"] == "DistributedTimeout", report
 
 
-def test_the_schedulers_signal_to_every_process_checkpoints_all_ranks_and_resumes(scale_root):
+@pytest.mark.parametrize("strategy", ["ddp", "zero3"])
+def test_the_schedulers_signal_to_every_process_checkpoints_all_ranks_and_resumes(scale_root, strategy):
     from ftrecipes.reliability import checkpoint as ck
 
+    if strategy != "ddp":
+        pytest.importorskip("deepspeed")
     root, env = scale_root
-    run_dir = root / "preempted"
-    args = [*small_recipe(root), f"run_dir={run_dir}", "hardware=cpu_2proc", "train.max_steps=40",
-            "train.micro_batch_size=4", "train.checkpoint.interval_steps=1000"]
+    run_dir = root / f"preempted_{strategy}"
+    args = [*small_recipe(root), f"run_dir={run_dir}", "hardware=cpu_2proc", f"hardware.strategy={strategy}",
+            "train.max_steps=40", "train.micro_batch_size=4", "train.checkpoint.interval_steps=1000"]
     proc = start(args, env)
     wait_for(lambda: trained_steps(run_dir) >= 2 or proc.poll() is not None, 300, "two logged steps")
     assert proc.poll() is None, finish(proc)[2][-3000:]

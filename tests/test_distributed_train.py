@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -131,3 +132,55 @@ def test_qlora_under_zero3_trains_its_adapter(scale):
     assert (run_dir / "adapter" / "adapter_model.safetensors").is_file()
     log = next((run_dir / "logs" / "torchrun").glob("*/attempt_0/0/stdout.log")).read_text()
     assert "linear layers of the base are 4-bit nf4" in log
+
+
+def rank0_logs(run_dir: Path) -> str:
+    """Everything rank 0 printed, over every launch into `run_dir` (stdout and stderr)."""
+    return "\n".join(p.read_text() for p in (run_dir / "logs" / "torchrun").glob("*/attempt_*/0/*.log"))
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    name = "adapter/adapter_model.safetensors" if (run_dir / "adapter").is_dir() else "model/model.safetensors"
+    return load_file(run_dir / name)
+
+
+@pytest.mark.parametrize("strategy, method", [("zero2", "full"), ("zero3", "lora")])
+def test_deepspeed_checkpoints_commit_every_ranks_shards_and_resume_bitwise(scale, strategy, method):
+    """Periodic checkpoints under ZeRO hold DeepSpeed's per-rank shards. A crash after checkpoint 4
+    (checkpoint 6 and the outputs gone) resumes from 4 to the same losses and weights; a crash
+    between the last checkpoint and the final save ends from checkpoint 6 without training."""
+    pytest.importorskip("deepspeed")
+    from ftrecipes.reliability import checkpoint as ck
+
+    name = f"{strategy}_{method}_resume"
+    args = [f"method={method}", "train.checkpoint.interval_steps=2"]
+    run_dir = two_processes(scale, strategy, *args, name=name)
+    first_losses, first_weights = losses(run_dir), final_weights(run_dir)
+    assert [s for s, _ in first_losses] == [1, 2, 3, 4, 5, 6]
+    committed = ck.committed_checkpoints(run_dir / "checkpoints")
+    assert [p.name for p in committed] == ["checkpoint-6", "checkpoint-4"]
+    newest = committed[0]
+    assert ck.verify(newest) == [] and not (newest / "optimizer.pt").exists()
+    assert (newest / "latest").read_text().strip() == "global_step6"
+    listed = json.loads((newest / "manifest.json").read_text())["files"]
+    for rank in (0, 1):  # each rank's optimizer shard is committed and hashed in the manifest
+        assert f"global_step6/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" in listed
+
+    output = run_dir / ("adapter" if method == "lora" else "model")
+    shutil.rmtree(newest)
+    shutil.rmtree(output)
+    resumed = two_processes(scale, strategy, *args, name=name)
+    log = rank0_logs(resumed)
+    assert "resuming from" in log and "checkpoint-4 (step 4)" in log
+    assert losses(resumed) == first_losses
+    again = final_weights(resumed)
+    assert again.keys() == first_weights.keys() and all(torch.equal(again[k], first_weights[k]) for k in again)
+
+    shutil.rmtree(output)
+    finished = two_processes(scale, strategy, *args, name=name)
+    log = rank0_logs(finished)
+    assert "checkpoint-6 is already at train.max_steps=6; nothing left to train" in log
+    once_more = final_weights(finished)
+    assert all(torch.equal(once_more[k], first_weights[k]) for k in first_weights)

@@ -13,11 +13,11 @@
   accelerate state that `runtime.start` configured (`use_configured_state`).
 - `fsdp2` needs nothing here: transformers shards the model while loading it
   (`ftrecipes.distributed.sharding`), and its Trainer then leaves the model unwrapped.
-- periodic checkpoints (`train.checkpoint.*`) are turned off, with a note, under the ZeRO
-  strategies and `fsdp2`: the commit protocol (`ftrecipes.reliability`) verifies HF's
-  `optimizer.pt`, which DeepSpeed (its `global_step*/` shards) does not write, and transformers
-  refuses optimizer checkpoints for a model it sharded at load time. The final model is saved as
-  usual; resuming these strategies from a checkpoint is not supported yet.
+- periodic checkpoints (`train.checkpoint.*`) work under the ZeRO strategies: DeepSpeed writes
+  the optimizer as per-rank shards, which the commit protocol checks
+  (`ftrecipes.reliability.deepspeed_state`) and a re-run resumes. Under `fsdp2` they are turned
+  off, with a note: transformers refuses optimizer checkpoints for a model it sharded at load
+  time. The final model is saved as usual; resuming `fsdp2` from a checkpoint is not supported yet.
 
 Raises `EnvironmentProblem` when a ZeRO strategy runs without DeepSpeed installed.
 """
@@ -50,7 +50,7 @@ def distributed_arguments(recipe, run_dir: Path) -> dict:
     """Trainer keyword arguments for `hardware.strategy`, `hardware.timeout_s` and the world size."""
     hw = recipe.hardware
     args: dict = {"ddp_timeout": int(hw.timeout_s), "log_on_each_node": False}
-    if hw.strategy in (*ZERO, "fsdp2"):
+    if hw.strategy == "fsdp2":
         args["save_strategy"] = "no"
         from ftrecipes.distributed.runtime import is_main
 

@@ -3,7 +3,8 @@
 A trainer writes each checkpoint into a temporary folder, then calls `commit`, which:
 
 1. checks that the files a resume needs are there (`missing_files`): the weights as safetensors
-   (`model.safetensors`, `adapter_model.safetensors` or shards with their index), `optimizer.pt`,
+   (`model.safetensors`, `adapter_model.safetensors` or shards with their index), `optimizer.pt`
+   (under ZeRO: DeepSpeed's `latest` and every rank's shard, `deepspeed_state.missing`),
    `scheduler.pt`, the RNG state of every rank (`rng_state.pth`, or `rng_state_<rank>.pth` for
    each rank when the world size is above 1) and `trainer_state.json` (global step and epoch,
    which is the dataloader position). Pickled weights (`*.bin` weights) are refused;
@@ -69,7 +70,13 @@ def missing_files(folder: Path, world_size: int = 1) -> list[str]:
     if not any(w in names for w in WEIGHTS):
         problems.append(f"no weights: expected one of {', '.join(WEIGHTS)}")
     problems += [f"{name}: weights must be safetensors, not a pickle" for name in PICKLED_WEIGHTS if name in names]
-    for name in ["optimizer.pt", "scheduler.pt", "trainer_state.json", *rng_files(world_size)]:
+    from ftrecipes.reliability import deepspeed_state  # imports this module: not at the top
+
+    optimizer = ["optimizer.pt"]
+    if deepspeed_state.is_deepspeed(names):  # ZeRO: the optimizer is DeepSpeed's per-rank shards
+        problems += deepspeed_state.missing(folder, names, world_size)
+        optimizer = []
+    for name in [*optimizer, "scheduler.pt", "trainer_state.json", *rng_files(world_size)]:
         if name not in names:
             problems.append(f"{name} is missing")
     return problems

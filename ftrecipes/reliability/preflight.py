@@ -5,7 +5,9 @@
   the weights saved (all parameters in `model.dtype` for `method=full`, else the trainable
   adapter parameters in fp32, as peft saves them) plus the optimizer states (`train.optimizer`:
   AdamW 8 bytes per trainable parameter, 8-bit AdamW 2, SGD 0, Adafactor factored) plus 1 MiB
-  for the RNG, scheduler and trainer state files.
+  for the RNG, scheduler and trainer state files. Under a ZeRO strategy DeepSpeed's shards also
+  hold an fp32 master copy of the trainable parameters, and under ZeRO-1/2 its engine file holds
+  the module's weights once more.
 - `check_checkpoint_space(recipe, root, plan)`: `check_disk` for `train.checkpoint.keep` + 1
   checkpoints (the ones kept plus the one being written).
 - `check_plan_fits(plan)`: OutOfResources when the memory plan does not fit the device preset
@@ -69,6 +71,7 @@ def _plain(recipe) -> dict:
 def checkpoint_bytes(recipe, plan: dict | None = None) -> int:
     """Estimated bytes of one checkpoint (see the module docstring). `plan` is `build_plan`'s
     result; without it the parameters are counted from `model.architecture`."""
+    from ftrecipes.distributed.trainer_args import ZERO
     from ftrecipes.plan import memory, params
 
     plain = _plain(recipe)
@@ -81,7 +84,11 @@ def checkpoint_bytes(recipe, plan: dict | None = None) -> int:
         weights = counts.total * memory.DTYPE_BYTES[plain["model"]["dtype"]]
     else:
         weights = counts.trainable * 4
-    return int(weights + memory.optimizer_bytes(plain, counts) + SMALL_FILES)
+    extra = 0
+    strategy = plain.get("hardware", {}).get("strategy")
+    if strategy in ZERO:  # DeepSpeed's shards (ftrecipes.reliability.deepspeed_state)
+        extra = counts.trainable * 4 + (weights if strategy in ("zero1", "zero2") else 0)
+    return int(weights + extra + memory.optimizer_bytes(plain, counts) + SMALL_FILES)
 
 
 def check_checkpoint_space(recipe, root: Path, plan: dict | None = None) -> int:

@@ -8,7 +8,7 @@ Recipe key `resume` (top level):
   with an error listing each problem (exit 8); it never silently starts fresh. If the recipe
   changed in a key that shapes training (`FINGERPRINT_KEYS`: learning rate and the rest of the
   method, model, objective, sequence length, seed, batch shape, optimizer and schedule, world
-  size, the prepared data's fingerprint) the resume is refused with a per-key diff (exit 2).
+  size, the prepared data's fingerprint, the ZeRO strategy) the resume is refused with a per-key diff (exit 2).
 - `force`: as auto, but a changed recipe only prints the diff and goes on.
 - `never`: start fresh; refused when the checkpoint folder already holds committed checkpoints,
   so old and new steps never mix (pick a new `run_dir`).
@@ -101,6 +101,7 @@ def recipe_fingerprint(recipe, *, run_dir: Path | None = None, world_size: int |
     `world_size` defaults to the one the hardware block implies; `data_hash` comes from the run
     dir (see `data_hash`) when given.
     """
+    from ftrecipes.distributed.trainer_args import ZERO
     from ftrecipes.plan.memory import world_size as implied_world_size
 
     plain, out = _as_written(_plain(recipe), run_dir), {}
@@ -115,6 +116,10 @@ def recipe_fingerprint(recipe, *, run_dir: Path | None = None, world_size: int |
         if found:
             _flatten(node, path, out)
     out["world_size"] = world_size if world_size is not None else implied_world_size(plain["hardware"])
+    # DeepSpeed's shards (ZeRO) load only under the same stage; other strategies are left out, so
+    # the HF layout stays resumable between one process and DDP
+    if plain["hardware"].get("strategy") in ZERO:
+        out["hardware.strategy"] = plain["hardware"]["strategy"]
     out["data_hash"] = data_hash(run_dir)
     return out
 

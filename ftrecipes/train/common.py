@@ -220,12 +220,13 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
     numerics guard is attached (`train.nonfinite.*`), and evaluations leave the RNG streams alone
     (`hf.isolate_evaluation_rng`). After: `Preempted` (exit 6) when a SIGTERM,
     SIGUSR1 or SIGUSR2 stopped the run; its checkpoint is committed. Where the distributed strategy turns
-    periodic checkpoints off (`save_strategy="no"`), signals keep their default effect.
+    periodic checkpoints off (`save_strategy="no"`, fsdp2), signals keep their default effect. DeepSpeed's
+    shards (ZeRO) load without pickle code (`deepspeed_state.safe_loads`).
     """
     import json
     import shutil
 
-    from ftrecipes.reliability import hf, preflight
+    from ftrecipes.reliability import deepspeed_state, hf, preflight
     from ftrecipes.train.numerics import NumericsGuard
 
     root = checkpoint_root(run_dir)
@@ -234,7 +235,7 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
     guard = next((c for c in callbacks if isinstance(c, NumericsGuard)), None)
     preemption = next((c for c in callbacks if type(c).__name__ == "Preemption"), None)  # hf.preemption_callback
     if trainer.args.save_strategy == "no" and preemption is not None:
-        # no periodic checkpoints (ftrecipes.distributed.trainer_args, ZeRO and fsdp2): a signal
+        # no periodic checkpoints (ftrecipes.distributed.trainer_args, fsdp2): a signal
         # cannot be answered with a checkpoint, so it ends the run as usual (not exit 6)
         preemption.restore()
         trainer.remove_callback(preemption)
@@ -261,7 +262,7 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
 
             resume_collection()  # the imports are done: the loop collects as usual (ftrecipes.train.gc_pause)
             with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model), \
-                    cpu_lora_kernels(recipe, trainer.model):
+                    cpu_lora_kernels(recipe, trainer.model), deepspeed_state.safe_loads():
                 result = trainer.train(resume_from_checkpoint=start)
     finally:
         if preemption is not None:
@@ -290,11 +291,41 @@ def finish_from(trainer, start: str, state, metrics):
     from transformers.trainer_utils import TrainOutput
 
     folder = Path(start)
-    trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader: adapters, shards, safetensors
+    if getattr(trainer, "is_deepspeed_enabled", False):
+        load_into_engine(trainer, str(folder))
+    else:
+        trainer._load_from_checkpoint(str(folder))  # the Trainer's own loader: adapters, shards, safetensors
     trainer.state = state
     metrics.on_train_begin(trainer.args, state, TrainerControl())  # keeps the rows logged up to that step
     print(f"train: {folder.name} is already at train.max_steps={trainer.args.max_steps}; nothing left to train")
     return TrainOutput(state.global_step, None, {})  # no loss: no step ran
+
+
+def load_into_engine(trainer, folder: str) -> None:
+    """ZeRO: only `trainer.train()` builds the DeepSpeed engine that loads the checkpoint's shards and
+    that the final save gathers weights from, so it runs up to its first callback and stops there,
+    before any step (`on_train_begin` comes after the checkpoint is loaded)."""
+    from transformers import TrainerCallback
+
+    from ftrecipes.reliability.deepspeed_state import safe_loads
+
+    class Loaded(Exception):
+        pass
+
+    class StopBeforeTheFirstStep(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            raise Loaded
+
+    stop = StopBeforeTheFirstStep()
+    trainer.add_callback(stop)
+    try:
+        with safe_loads():
+            trainer.train(resume_from_checkpoint=folder)
+    except Loaded:
+        pass
+    finally:
+        trainer.remove_callback(stop)
+        trainer.is_in_train = False
 
 
 def first_and_last(metrics, key: str, window: int = 1) -> tuple[float | None, float | None]:
