@@ -47,7 +47,7 @@ def test_two_nodes_render_rendezvous_flags_and_an_sbatch_script():
     result = run_cli("recipe=qwen32b_qlora", "hardware=2n_8x_h100", "dry_run=true")
     assert result.code == 0
     command = ('torchrun --nproc_per_node 8 --nnodes 2 --node_rank "${NODE_RANK}" --rdzv_backend c10d '
-               '--rdzv_id "${RUN_ID}" --rdzv_endpoint "${MASTER_ADDR}:29500" --log-dir ')
+               '--rdzv_id "${RUN_ID}" --rdzv_endpoint "${MASTER_ADDR}:29500" --rdzv_conf join_timeout=600 --log-dir ')
     assert command in result.out and "--tee 3 --local-ranks-filter 0 -m ftrecipes.worker" in result.out
     assert "NODE_RANK=1 MASTER_ADDR=${MASTER_ADDR} python -m ftrecipes.distributed.node /" in result.out
     sbatch = result.out.split("# slurm.sbatch (written to the run dir at launch)\n", 1)[1]
@@ -55,6 +55,13 @@ def test_two_nodes_render_rendezvous_flags_and_an_sbatch_script():
                  'scontrol requeue "$SLURM_JOB_ID"',
                  "NODE_RANK=$SLURM_NODEID exec python -m ftrecipes.distributed.node"):
         assert line in sbatch
+
+
+def test_the_rendezvous_join_timeout_is_a_recipe_key():
+    result = run_cli("recipe=qwen32b_qlora", "hardware=2n_8x_h100", "hardware.rendezvous_timeout_s=1800", "dry_run=true")
+    assert result.code == 0 and "--rdzv_conf join_timeout=1800 --log-dir" in result.out
+    refused = run_cli("recipe=qwen32b_qlora", "hardware=2n_8x_h100", "hardware.rendezvous_timeout_s=0", "dry_run=true")
+    assert refused.code == 2 and "hardware.rendezvous_timeout_s" in refused.err and "Traceback" not in refused.err
 
 
 def test_cpu_presets_have_no_engine_files():

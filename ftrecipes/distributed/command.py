@@ -63,6 +63,7 @@ def build(recipe, resolved_path: Path) -> LaunchCommand:
     else:
         argv += ["--nnodes", str(hw["nodes"]), "--node_rank", "${NODE_RANK}",
                  "--rdzv_backend", "c10d", "--rdzv_id", "${RUN_ID}",
-                 "--rdzv_endpoint", f"${{MASTER_ADDR}}:{hw.get('master_port', 29500)}"]
+                 "--rdzv_endpoint", f"${{MASTER_ADDR}}:{hw.get('master_port', 29500)}",
+                 "--rdzv_conf", f"join_timeout={hw.get('rendezvous_timeout_s', 600)}"]
     argv += ["--log-dir", str(logs), "--tee", "3", "--local-ranks-filter", "0"]
     return LaunchCommand(argv + target, False, world)
