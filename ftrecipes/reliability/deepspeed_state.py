@@ -24,14 +24,16 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
+import sys
 from pathlib import Path
 from typing import Iterator
 
 from ftrecipes.reliability.checkpoint import CheckpointError
 
 LATEST = "latest"
-# what DeepSpeed 0.19 pickles into its shards besides tensors and builtins (found with
-# torch.serialization.get_unsafe_globals_in_checkpoint on ZeRO-1/2/3 checkpoints, fp32 and bf16)
+# what DeepSpeed 0.19 pickles into its shards besides tensors and builtins: the first three found
+# with torch.serialization.get_unsafe_globals_in_checkpoint on fp32 ZeRO-2/3 checkpoints (CPU); the
+# dynamic loss scaler is what fp16 runs keep in the same field (not seen here: no GPU)
 ALLOWED_GLOBALS = (
     "deepspeed.runtime.zero.config.ZeroStageEnum",
     "deepspeed.utils.tensor_fragment.fragment_address",
@@ -96,12 +98,14 @@ def load_shard(path: str, map_location=None):
 
 @contextlib.contextmanager
 def safe_loads() -> Iterator[None]:
-    """Within the block, DeepSpeed's torch checkpoint engine loads through `load_shard`."""
-    try:
-        from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
-    except ImportError:  # no DeepSpeed: nothing of it can load anything
+    """Within the block, DeepSpeed's torch checkpoint engine loads through `load_shard`. A process
+    that has not imported DeepSpeed (no ZeRO strategy: the Trainer imports it when it is configured)
+    is left alone, so runs without ZeRO do not pay for importing it."""
+    if "deepspeed" not in sys.modules:
         yield
         return
+    from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
+
     original = TorchCheckpointEngine.load
 
     def load(self, path, map_location=None):
