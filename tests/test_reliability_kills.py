@@ -72,7 +72,7 @@ def wait_and_kill(proc: subprocess.Popen, run_dir: Path, ids: Path, rng: random.
     target = resumed + rng.randint(2, 4)
     while proc.poll() is None:
         if in_save:
-            if any(created(p) >= started for p in staging.glob("checkpoint-*")):
+            if staged_since(staging, started):
                 time.sleep(rng.uniform(0, 0.05))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
@@ -86,6 +86,14 @@ def wait_and_kill(proc: subprocess.Popen, run_dir: Path, ids: Path, rng: random.
             return "step"
         time.sleep(0.02)
     return "finished"
+
+
+def staged_since(staging: Path, started: float) -> bool:
+    """Whether a save of this process has begun (a `checkpoint-*` folder in HF's staging folder)."""
+    try:
+        return any(created(p) >= started for p in staging.glob("checkpoint-*"))
+    except FileNotFoundError:  # the run clears the staging folder when it starts and after commits
+        return False
 
 
 def created(path: Path) -> float:
