@@ -5,6 +5,7 @@ end-to-end save and resume under ZeRO-2/3 is in tests/test_distributed_train.py.
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
@@ -82,6 +83,18 @@ def test_safe_loads_routes_deepspeeds_engine_loader_and_restores_it(tmp_path):
         with pytest.raises(ck.CheckpointError):
             TorchCheckpointEngine().load(str(evil))
     assert TorchCheckpointEngine.load is original and not witness.exists()
+
+
+@pytest.mark.parametrize("state", ["hidden", "absent"])
+def test_safe_loads_leaves_a_run_without_deepspeed_alone(monkeypatch, state):
+    """train.lean_imports hides DeepSpeed as None in sys.modules when no ZeRO strategy runs."""
+    for name in [n for n in sys.modules if n == "deepspeed" or n.startswith("deepspeed.")]:
+        monkeypatch.delitem(sys.modules, name)
+    if state == "hidden":
+        monkeypatch.setitem(sys.modules, "deepspeed", None)
+    with deepspeed_state.safe_loads():
+        pass
+    assert sys.modules.get("deepspeed") is None
 
 
 def test_a_zero_checkpoint_resumes_only_under_the_same_strategy():

@@ -99,9 +99,9 @@ def load_shard(path: str, map_location=None):
 @contextlib.contextmanager
 def safe_loads() -> Iterator[None]:
     """Within the block, DeepSpeed's torch checkpoint engine loads through `load_shard`. A process
-    that has not imported DeepSpeed (no ZeRO strategy: the Trainer imports it when it is configured)
-    is left alone, so runs without ZeRO do not pay for importing it."""
-    if "deepspeed" not in sys.modules:
+    that has not imported DeepSpeed (no ZeRO strategy: the Trainer imports it when it is configured),
+    or where `train.lean_imports` hid it, is left alone: runs without ZeRO never import it."""
+    if sys.modules.get("deepspeed") is None:  # not imported, or hidden (None) by train.lean_imports
         yield
         return
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
