@@ -32,6 +32,16 @@ def deepspeed_folder(root, world_size: int, ranks_written: int):
     return folder
 
 
+class Payload:
+    """Unpickling it runs `touch witness`: what a tampered shard could carry."""
+
+    def __init__(self, witness):
+        self.witness = witness
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.witness}",)
+
+
 def test_a_deepspeed_checkpoint_needs_every_ranks_shard_and_no_optimizer_pt(tmp_path):
     complete = deepspeed_folder(tmp_path / "a", world_size=2, ranks_written=2)
     assert ck.missing_files(complete, world_size=2) == []
@@ -54,14 +64,8 @@ def test_shards_with_deepspeeds_own_classes_load_and_code_is_refused(tmp_path):
     loaded = deepspeed_state.load_shard(str(shard))
     assert loaded["zero_stage"] == ZeroStageEnum.gradients and torch.equal(loaded["exp_avg"], torch.ones(3))
 
-    witness = tmp_path / "executed"
-
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f"touch {witness}",)
-
-    evil = tmp_path / "evil_optim_states.pt"
-    torch.save({"state": Payload()}, evil)
+    witness, evil = tmp_path / "executed", tmp_path / "evil_optim_states.pt"
+    torch.save({"state": Payload(witness)}, evil)
     with pytest.raises(ck.CheckpointError, match="holds posix.system|holds os.system|does not unpickle"):
         deepspeed_state.load_shard(str(evil))
     assert not witness.exists()
@@ -71,14 +75,8 @@ def test_safe_loads_routes_deepspeeds_engine_loader_and_restores_it(tmp_path):
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
     original = TorchCheckpointEngine.load
-    witness = tmp_path / "executed"
-
-    class Payload:
-        def __reduce__(self):
-            return os.system, (f"touch {witness}",)
-
-    evil = tmp_path / "shard.pt"
-    torch.save([Payload()], evil)
+    witness, evil = tmp_path / "executed", tmp_path / "shard.pt"
+    torch.save([Payload(witness)], evil)
     with deepspeed_state.safe_loads():
         with pytest.raises(ck.CheckpointError):
             TorchCheckpointEngine().load(str(evil))

@@ -251,19 +251,20 @@ def train_with_checkpoints(trainer, recipe, run_dir: Path, metrics):
     if trainer.args.process_index == 0:  # a save a kill interrupted: never mixed into the next one
         shutil.rmtree(Path(trainer.args.output_dir), ignore_errors=True)
     try:
-        finished = finished_checkpoint(trainer, start)
-        if finished:
-            result = finish_from(trainer, start, finished, metrics)
-        else:
-            # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention);
-            # train.cpu_lora_kernels (ftrecipes.train.cpu_lora, which imports torch: not at module level)
-            from ftrecipes.train.cpu_lora import cpu_lora_kernels
-            from ftrecipes.train.gc_pause import resume_collection
+        with deepspeed_state.safe_loads():  # both paths below may load DeepSpeed's shards
+            finished = finished_checkpoint(trainer, start)
+            if finished:
+                result = finish_from(trainer, start, finished, metrics)
+            else:
+                # train.lm_head_loss (ftrecipes.train.lm_head); packed rows (ftrecipes.train.packed_attention);
+                # train.cpu_lora_kernels (ftrecipes.train.cpu_lora, which imports torch: not at module level)
+                from ftrecipes.train.cpu_lora import cpu_lora_kernels
+                from ftrecipes.train.gc_pause import resume_collection
 
-            resume_collection()  # the imports are done: the loop collects as usual (ftrecipes.train.gc_pause)
-            with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model), \
-                    cpu_lora_kernels(recipe, trainer.model), deepspeed_state.safe_loads():
-                result = trainer.train(resume_from_checkpoint=start)
+                resume_collection()  # the imports are done: the loop collects as usual (ftrecipes.train.gc_pause)
+                with loss_head(recipe, trainer.model), packed_attention(recipe, trainer.model), \
+                        cpu_lora_kernels(recipe, trainer.model):
+                    result = trainer.train(resume_from_checkpoint=start)
     finally:
         if preemption is not None:
             preemption.restore()
@@ -307,8 +308,6 @@ def load_into_engine(trainer, folder: str) -> None:
     before any step (`on_train_begin` comes after the checkpoint is loaded)."""
     from transformers import TrainerCallback
 
-    from ftrecipes.reliability.deepspeed_state import safe_loads
-
     class Loaded(Exception):
         pass
 
@@ -319,8 +318,7 @@ def load_into_engine(trainer, folder: str) -> None:
     stop = StopBeforeTheFirstStep()
     trainer.add_callback(stop)
     try:
-        with safe_loads():
-            trainer.train(resume_from_checkpoint=folder)
+        trainer.train(resume_from_checkpoint=folder)  # inside train_with_checkpoints' safe_loads
     except Loaded:
         pass
     finally:
